@@ -1,0 +1,2 @@
+//! Sans-IO iSCSI (RFC 7143) target protocol: PDU codec, login negotiation, discovery,
+//! and the per-connection session state machine. No sockets, no files, no async runtime.
