@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""A tiny iSCSI initiator (Python 3 stdlib only) for negative tests and raw protocol checks.
+
+Subcommands (all talk to 127.0.0.1:PORT only, every socket operation bounded by --timeout):
+  case NAME        send one kind of bad input and print "OUTCOME NAME KIND DETAIL"; exit 0 when
+                   the outcome is acceptable (with --strict: the target reacted, i.e. closed,
+                   rejected or refused the login, within the bound; without --strict any outcome
+                   but a hang is accepted; "idle" and "truncated" never need a reaction)
+  cases            list the case names
+  discovery        SendTargets=All in a discovery session, then Logout; exit 0 when the target
+                   answers the logout with response 0 and then closes the connection
+  inquiry          log in (normal session) and send INQUIRY (standard or --page VPD), print the
+                   payload as hex and, for page 0x80/0x83, the decoded serial / designators
+
+Why its own client: iscsi-inq prints binary NAA designators as raw characters, and no packaged
+tool sends malformed PDUs on purpose.
+"""
+import argparse
+import os
+import random
+import socket
+import struct
+import sys
+import time
+
+OP_NOP_OUT, OP_SCSI_CMD, OP_LOGIN_REQ, OP_TEXT_REQ, OP_LOGOUT_REQ = 0x00, 0x01, 0x03, 0x04, 0x06
+OP_SCSI_RSP, OP_LOGIN_RSP, OP_TEXT_RSP, OP_DATA_IN, OP_LOGOUT_RSP = 0x21, 0x23, 0x24, 0x25, 0x26
+OP_REJECT = 0x3F
+OP_NAMES = {0x20: "NOP-In", 0x21: "SCSI-Response", 0x22: "TMF-Response", 0x23: "Login-Response",
+            0x24: "Text-Response", 0x25: "Data-In", 0x26: "Logout-Response", 0x31: "R2T",
+            0x32: "Async-Message", 0x3F: "Reject"}
+INITIATOR = "iqn.2026-11.test.initiator-tests:badclient"
+ISID = bytes([0x80, 0x12, 0x34, 0x56, 0x78, 0x9A])
+
+
+class Closed(Exception):
+    """The target closed the connection."""
+
+
+def pad4(data):
+    return data + b"\0" * (-len(data) % 4)
+
+
+def text(pairs):
+    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in pairs)
+
+
+def parse_text(data):
+    out = {}
+    for item in data.split(b"\0"):
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            out[k.decode(errors="replace")] = v.decode(errors="replace")
+    return out
+
+
+def bhs(opcode, flags=0, dlen=0, lun=0, itt=0, rest=b"", immediate=False, ahs_len=0):
+    """48-byte Basic Header Segment; `rest` fills bytes 20..47."""
+    b0 = (opcode & 0x3F) | (0x40 if immediate else 0)
+    head = struct.pack(">BBH", b0, flags, 0) + struct.pack(">I", (ahs_len << 24) | (dlen & 0xFFFFFF))
+    head += struct.pack(">Q", lun) + struct.pack(">I", itt)
+    rest = rest[:28]
+    return head + rest + b"\0" * (28 - len(rest))
+
+
+def login_bhs(csg, nsg, transit, data_len, itt=1, cmdsn=1, expstatsn=0, vmax=0, vmin=0, tsih=0):
+    flags = (0x80 if transit else 0) | ((csg & 3) << 2) | (nsg & 3)
+    b = bytearray(bhs(OP_LOGIN_REQ, flags, data_len, itt=itt, immediate=True))
+    b[2], b[3] = vmax, vmin
+    b[8:14] = ISID
+    b[14:16] = struct.pack(">H", tsih)
+    b[20:22] = struct.pack(">H", 0)  # CID
+    b[24:28] = struct.pack(">I", cmdsn)
+    b[28:32] = struct.pack(">I", expstatsn)
+    return bytes(b)
+
+
+class Conn:
+    def __init__(self, port, timeout):
+        self.timeout = timeout
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.statsn = 0
+        self.cmdsn = 1
+        self.itt = 0x100
+        self.max_send = 8192
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def recv_exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise Closed()
+            buf += chunk
+        return buf
+
+    def recv_pdu(self):
+        """Returns (opcode, header bytes, data bytes). Raises Closed or socket.timeout."""
+        h = self.recv_exact(48)
+        ahs = h[4] * 4
+        dlen = int.from_bytes(h[5:8], "big")
+        if ahs:
+            self.recv_exact(ahs)
+        data = self.recv_exact(dlen + (-dlen % 4))[:dlen] if dlen else b""
+        return h[0] & 0x3F, h, data
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def login_pdu(self, csg, nsg, transit, pairs, raw=None, **kw):
+        data = raw if raw is not None else text(pairs)
+        self.send(login_bhs(csg, nsg, transit, len(data), itt=1, cmdsn=self.cmdsn,
+                            expstatsn=self.statsn, **kw) + pad4(data))
+        op, h, d = self.recv_pdu()
+        if op == OP_LOGIN_RSP:
+            self.statsn = struct.unpack(">I", h[24:28])[0] + 1
+        return op, h, d
+
+    def login(self, session_type="Normal", target=None):
+        """Security stage (AuthMethod=None) then operational stage to full feature."""
+        sec = [("InitiatorName", INITIATOR), ("SessionType", session_type), ("AuthMethod", "None")]
+        if target:
+            sec.insert(1, ("TargetName", target))
+        op, h, d = self.login_pdu(0, 1, True, sec)
+        check_login_ok(op, h, d)
+        tsih = struct.unpack(">H", h[14:16])[0]
+        ops = [("HeaderDigest", "None"), ("DataDigest", "None"),
+               ("MaxRecvDataSegmentLength", "262144")]
+        if session_type == "Normal":
+            ops += [("InitialR2T", "Yes"), ("ImmediateData", "No"), ("MaxBurstLength", "262144"),
+                    ("FirstBurstLength", "65536"), ("MaxConnections", "1"),
+                    ("DataPDUInOrder", "Yes"), ("DataSequenceInOrder", "Yes"),
+                    ("ErrorRecoveryLevel", "0"), ("MaxOutstandingR2T", "1")]
+        for _ in range(4):
+            op, h, d = self.login_pdu(1, 3, True, ops, tsih=tsih)
+            check_login_ok(op, h, d)
+            keys = parse_text(d)
+            if "MaxRecvDataSegmentLength" in keys:
+                self.max_send = int(keys["MaxRecvDataSegmentLength"])
+            if h[1] & 0x80 and (h[1] & 3) == 3:
+                self.cmdsn = struct.unpack(">I", h[28:32])[0]  # ExpCmdSN
+                return keys
+            ops = []
+        raise RuntimeError("login did not reach full feature phase")
+
+    def next_itt(self):
+        self.itt += 1
+        return self.itt
+
+    def scsi_read(self, lun, cdb, alloc):
+        itt = self.next_itt()
+        b = bytearray(bhs(OP_SCSI_CMD, 0x80 | 0x40 | 0x01, 0, lun=lun_field(lun), itt=itt))
+        b[20:24] = struct.pack(">I", alloc)
+        b[24:28] = struct.pack(">I", self.cmdsn)
+        b[28:32] = struct.pack(">I", self.statsn)
+        b[32:32 + len(cdb)] = cdb
+        self.cmdsn += 1
+        self.send(bytes(b))
+        data = b""
+        while True:
+            op, h, d = self.recv_pdu()
+            if op == OP_DATA_IN:
+                data += d
+                if h[1] & 0x01:  # S bit: status in this PDU
+                    self.statsn = struct.unpack(">I", h[24:28])[0] + 1
+                    return h[3], data
+            elif op == OP_SCSI_RSP:
+                self.statsn = struct.unpack(">I", h[24:28])[0] + 1
+                return h[3], data
+            elif op == 0x20:  # NOP-In: answer if it wants one
+                continue
+            else:
+                raise RuntimeError(f"unexpected {OP_NAMES.get(op, hex(op))} during INQUIRY")
+
+    def logout(self):
+        itt = self.next_itt()
+        b = bytearray(bhs(OP_LOGOUT_REQ, 0x80, 0, itt=itt, immediate=True))
+        b[24:28] = struct.pack(">I", self.cmdsn)
+        b[28:32] = struct.pack(">I", self.statsn)
+        self.send(bytes(b))
+        while True:
+            op, h, _ = self.recv_pdu()
+            if op == OP_LOGOUT_RSP:
+                return h[2]
+            if op not in (0x20, 0x32):
+                raise RuntimeError(f"unexpected {OP_NAMES.get(op, hex(op))} awaiting logout")
+
+
+def lun_field(lun):
+    if lun < 256:
+        return lun << 48
+    return (0x4000 | lun) << 48
+
+
+def check_login_ok(op, h, d):
+    if op != OP_LOGIN_RSP:
+        raise RuntimeError(f"expected Login-Response, got {OP_NAMES.get(op, hex(op))}")
+    if h[36] != 0:
+        raise RuntimeError(f"login refused: status class {h[36]:#04x} detail {h[37]:#04x}")
+
+
+def await_reaction(conn, bound):
+    """What the target does within `bound` seconds: (kind, detail)."""
+    conn.sock.settimeout(bound)
+    try:
+        op, h, d = conn.recv_pdu()
+    except Closed:
+        return "closed", "connection closed by target"
+    except (socket.timeout, TimeoutError):
+        return "no-reaction", f"nothing within {bound}s"
+    except ConnectionResetError:
+        return "closed", "connection reset by target"
+    if op == OP_LOGIN_RSP:
+        kind = "login-ok" if h[36] == 0 else "login-reject"
+        return kind, f"status class {h[36]:#04x} detail {h[37]:#04x}"
+    if op == OP_REJECT:
+        return "reject", f"reason {h[2]:#04x}"
+    return "other", f"{OP_NAMES.get(op, hex(op))}"
+
+
+def first_login(conn, target):
+    pairs = [("InitiatorName", INITIATOR), ("TargetName", target), ("SessionType", "Normal"),
+             ("AuthMethod", "None")]
+    op, h, d = conn.login_pdu(0, 1, True, pairs)
+    check_login_ok(op, h, d)
+    return struct.unpack(">H", h[14:16])[0]
+
+
+# Each case sends something and returns the target's reaction (kind, detail).
+def case_idle(conn, args):
+    return await_reaction(conn, args.idle)
+
+
+def case_garbage(conn, args):
+    rnd = random.Random(7)
+    junk = bytes(rnd.getrandbits(8) for _ in range(4096))
+    # first byte: a reserved initiator opcode, so a target that checks the opcode can react at once
+    conn.send(b"\x07" + junk[1:])
+    kind, detail = await_reaction(conn, args.bound)
+    if kind == "no-reaction":  # it may be waiting for a huge data segment: end our side
+        conn.sock.shutdown(socket.SHUT_WR)
+        k2, d2 = await_reaction(conn, args.bound)
+        return kind, f"{detail}; after our FIN: {k2} ({d2})"
+    return kind, detail
+
+
+def case_http(conn, args):
+    conn.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + b"\0" * 16)
+    kind, detail = await_reaction(conn, args.bound)
+    if kind == "no-reaction":
+        conn.sock.shutdown(socket.SHUT_WR)
+        k2, d2 = await_reaction(conn, args.bound)
+        return kind, f"{detail}; after our FIN: {k2} ({d2})"
+    return kind, detail
+
+
+def case_huge_dsl(conn, args):
+    h = bytearray(login_bhs(0, 1, True, 0))
+    h[5:8] = b"\xff\xff\xff"
+    conn.send(bytes(h) + text([("InitiatorName", INITIATOR)]))
+    return await_reaction(conn, args.bound)
+
+
+def case_truncated(conn, args):
+    conn.send(login_bhs(0, 1, True, 64)[:20])
+    conn.close()
+    return "sent", "20 bytes of a login BHS, then closed"
+
+
+def case_truncated_data(conn, args):
+    data = pad4(text([("InitiatorName", INITIATOR), ("TargetName", args.iqn)]))
+    conn.send(login_bhs(0, 1, True, len(data)) + data[: len(data) // 2])
+    conn.close()
+    return "sent", "login BHS + half its data segment, then closed"
+
+
+def case_unknown_opcode_in_login(conn, args):
+    first_login(conn, args.iqn)
+    conn.send(bhs(0x1B, 0x80, 0, itt=2, immediate=True))  # reserved initiator opcode
+    return await_reaction(conn, args.bound)
+
+
+def case_scsi_cmd_in_login(conn, args):
+    first_login(conn, args.iqn)
+    b = bytearray(bhs(OP_SCSI_CMD, 0xC1, 0, itt=2))
+    b[20:24] = struct.pack(">I", 36)
+    b[32:38] = bytes([0x12, 0, 0, 0, 36, 0])
+    conn.send(bytes(b))
+    return await_reaction(conn, args.bound)
+
+
+def _raw_login(conn, raw):
+    conn.send(login_bhs(0, 1, True, len(raw)) + pad4(raw))
+    return await_reaction(conn, args_bound[0])
+
+
+def case_text_no_equals(conn, args):
+    raw = text([("InitiatorName", INITIATOR), ("TargetName", args.iqn)]) + b"SessionTypeNormal\0"
+    return _raw_login(conn, raw)
+
+
+def case_text_no_nul(conn, args):
+    # the last pair has no NUL; padding bytes are not part of the data segment (DSL excludes them)
+    raw = f"InitiatorName={INITIATOR}\0TargetName={args.iqn}\0AuthMethod=None".encode()
+    conn.send(login_bhs(0, 1, True, len(raw)) + pad4(raw))
+    return await_reaction(conn, args.bound)
+
+
+def case_text_huge_key(conn, args):
+    raw = text([("InitiatorName", INITIATOR), ("TargetName", args.iqn), ("K" * 4000, "v")])
+    return _raw_login(conn, raw)
+
+
+def case_text_huge_value(conn, args):
+    raw = text([("InitiatorName", INITIATOR), ("TargetName", args.iqn), ("TargetAlias", "v" * 8000)])
+    return _raw_login(conn, raw)
+
+
+def case_wrong_version(conn, args):
+    raw = text([("InitiatorName", INITIATOR), ("TargetName", args.iqn), ("AuthMethod", "None")])
+    conn.send(login_bhs(0, 1, True, len(raw), vmax=0x05, vmin=0x05) + pad4(raw))
+    return await_reaction(conn, args.bound)
+
+
+def case_unknown_target(conn, args):
+    raw = text([("InitiatorName", INITIATOR), ("TargetName", args.iqn + ".does-not-exist"),
+                ("AuthMethod", "None")])
+    return _raw_login(conn, raw)
+
+
+def case_no_initiator_name(conn, args):
+    return _raw_login(conn, text([("TargetName", args.iqn), ("AuthMethod", "None")]))
+
+
+def case_bad_stage(conn, args):
+    raw = text([("InitiatorName", INITIATOR), ("TargetName", args.iqn)])
+    conn.send(login_bhs(2, 3, True, len(raw)) + pad4(raw))  # CSG=2 is reserved
+    return await_reaction(conn, args.bound)
+
+
+args_bound = [10.0]
+# name: (function, needs a reaction in strict mode, description)
+CASES = {
+    "idle": (case_idle, False, "connect and send nothing"),
+    "garbage": (case_garbage, True, "4 KiB of random bytes (reserved opcode first)"),
+    "http": (case_http, True, "an HTTP request"),
+    "huge-dsl": (case_huge_dsl, True, "login BHS with DataSegmentLength 16 MiB-1"),
+    "truncated-bhs": (case_truncated, False, "half a BHS, then disconnect"),
+    "truncated-data": (case_truncated_data, False, "BHS + half the data, then disconnect"),
+    "unknown-opcode-in-login": (case_unknown_opcode_in_login, True, "reserved opcode mid-login"),
+    "scsi-cmd-in-login": (case_scsi_cmd_in_login, True, "SCSI command before full feature"),
+    "text-no-equals": (case_text_no_equals, True, "login key without '='"),
+    "text-no-nul": (case_text_no_nul, True, "login text without NUL terminator"),
+    "text-huge-key": (case_text_huge_key, True, "4000-byte key name"),
+    "text-huge-value": (case_text_huge_value, True, "8000-byte value"),
+    "wrong-version": (case_wrong_version, True, "VersionMax=VersionMin=5"),
+    "unknown-target": (case_unknown_target, True, "TargetName not served"),
+    "no-initiator-name": (case_no_initiator_name, True, "login without InitiatorName"),
+    "bad-stage": (case_bad_stage, True, "reserved CSG=2"),
+}
+# What counts as a reaction: the target refused or closed (a successful login is not).
+REACTIONS = {"closed", "login-reject", "reject"}
+
+
+def run_case(args):
+    fn, needs_reaction, desc = CASES[args.name]
+    args_bound[0] = args.bound
+    t0 = time.monotonic()
+    conn = Conn(args.port, args.bound)
+    try:
+        kind, detail = fn(conn, args)
+    except Closed:
+        kind, detail = "closed", "closed before the bad input was sent"
+    except (ConnectionResetError, BrokenPipeError):
+        kind, detail = "closed", "reset by target"
+    except (socket.timeout, TimeoutError):
+        kind, detail = "no-reaction", f"timed out after {args.bound}s"
+    except RuntimeError as e:
+        kind, detail = "error", str(e)
+    finally:
+        conn.close()
+    dt = time.monotonic() - t0
+    print(f"OUTCOME {args.name} {kind} {detail} ({dt:.1f}s) -- {desc}")
+    if kind == "error":
+        return 1
+    if args.strict and needs_reaction and kind not in REACTIONS:
+        print(f"  expected the target to refuse or close within {args.bound}s, got {kind}")
+        return 1
+    return 0
+
+
+def run_discovery(args):
+    conn = Conn(args.port, args.timeout)
+    try:
+        conn.login("Discovery")
+        itt = conn.next_itt()
+        data = text([("SendTargets", "All")])
+        b = bytearray(bhs(OP_TEXT_REQ, 0x80, len(data), itt=itt, immediate=True))
+        b[20:24] = b"\xff\xff\xff\xff"
+        b[24:28] = struct.pack(">I", conn.cmdsn)
+        b[28:32] = struct.pack(">I", conn.statsn)
+        conn.send(bytes(b) + pad4(data))
+        op, h, d = conn.recv_pdu()
+        if op != OP_TEXT_RSP:
+            print(f"FAIL: expected Text-Response, got {OP_NAMES.get(op, hex(op))}")
+            return 1
+        conn.statsn = struct.unpack(">I", h[24:28])[0] + 1
+        for item in d.split(b"\0"):
+            if item:
+                print(f"SENDTARGETS {item.decode(errors='replace')}")
+        resp = conn.logout()
+        print(f"LOGOUT response={resp}")
+        if resp != 0:
+            return 1
+        # RFC 7143: after the Logout Response the connection is done; the initiator may close
+        # it. Nothing may follow the response; whether the target closes first is reported.
+        conn.sock.settimeout(2.0)
+        try:
+            extra = conn.sock.recv(1)
+            print("CLOSED target closed the connection after logout" if not extra else "")
+        except ConnectionResetError:
+            extra = b""
+        except (socket.timeout, TimeoutError):
+            extra = b""
+            print("OPEN target left the connection open for the initiator to close (allowed)")
+        if extra:
+            print("FAIL: target sent more data after the Logout Response")
+            return 1
+        return 0
+    except (Closed, RuntimeError, OSError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}")
+        return 1
+    finally:
+        conn.close()
+
+
+def decode_designators(page):
+    out = []
+    length = struct.unpack(">H", page[2:4])[0]
+    body = page[4:4 + length]
+    i = 0
+    while i + 4 <= len(body):
+        codeset = body[i] & 0x0F
+        piv_assoc_type = body[i + 1]
+        assoc = (piv_assoc_type >> 4) & 3
+        dtype = piv_assoc_type & 0x0F
+        dlen = body[i + 3]
+        val = body[i + 4:i + 4 + dlen]
+        shown = val.hex() if codeset == 1 else val.decode(errors="replace").rstrip("\0")
+        out.append(f"DESIGNATOR type={dtype} assoc={assoc} codeset={codeset} value={shown}")
+        i += 4 + dlen
+    return out
+
+
+def run_inquiry(args):
+    conn = Conn(args.port, args.timeout)
+    try:
+        conn.login("Normal", args.iqn)
+        if args.page is None:
+            cdb = bytes([0x12, 0, 0, 0, 255, 0])
+        else:
+            cdb = bytes([0x12, 1, int(args.page, 0), 0, 255, 0])
+        status, data = conn.scsi_read(args.lun, cdb, 255)
+        print(f"STATUS {status:#04x}")
+        print(f"HEX {data.hex()}")
+        if args.page is not None and status == 0:
+            page = int(args.page, 0)
+            if page == 0x80 and len(data) >= 4:
+                print(f"SERIAL {data[4:4 + data[3]].decode(errors='replace').strip()}")
+            if page == 0x83:
+                for line in decode_designators(data):
+                    print(line)
+        conn.logout()
+        return 0 if status == 0 else 1
+    except (Closed, RuntimeError, OSError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}")
+        return 1
+    finally:
+        conn.close()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, required=False)
+    p.add_argument("--iqn", default="")
+    p.add_argument("--timeout", type=float, default=10.0)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("case")
+    c.add_argument("name", choices=sorted(CASES))
+    c.add_argument("--strict", action="store_true")
+    c.add_argument("--bound", type=float, default=10.0, help="seconds to wait for a reaction")
+    c.add_argument("--idle", type=float, default=3.0, help="seconds the idle case waits")
+    sub.add_parser("cases")
+    sub.add_parser("discovery")
+    q = sub.add_parser("inquiry")
+    q.add_argument("--lun", type=int, default=0)
+    q.add_argument("--page", default=None, help="VPD page, e.g. 0x83")
+    args = p.parse_args()
+    if args.cmd == "cases":
+        for name, (_, react, desc) in CASES.items():
+            print(f"{name}\t{'reaction' if react else 'survive'}\t{desc}")
+        return 0
+    if args.port is None:
+        p.error("--port is required")
+    if args.cmd == "case":
+        args.iqn = args.iqn or "iqn.invalid"
+        return run_case(args)
+    if args.cmd == "discovery":
+        return run_discovery(args)
+    return run_inquiry(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
