@@ -84,6 +84,9 @@ _target_start_tgt() {
     f=${TARGET_BACKING[$i]}
     _tgtadm --op new --mode logicalunit --tid 1 --lun $((i + 1)) -b "$f" || return 1
   done
+  # offer digests like the gateway does (tgt's default is HeaderDigest=None DataDigest=None)
+  _tgtadm --op update --mode target --tid 1 -n HeaderDigest -v CRC32C,None || return 1
+  _tgtadm --op update --mode target --tid 1 -n DataDigest -v CRC32C,None || return 1
   _tgtadm --op bind --mode target --tid 1 -I ALL || return 1
 }
 
