@@ -1,0 +1,304 @@
+//! SBC-3 block commands: READ/WRITE (6/10/12/16), WRITE AND VERIFY, VERIFY,
+//! PRE-FETCH, SYNCHRONIZE CACHE, WRITE SAME, UNMAP, COMPARE AND WRITE, ORWRITE,
+//! READ CAPACITY and GET LBA STATUS. Validation happens here; the I/O itself is a
+//! [`Task`].
+
+use bytes::Bytes;
+
+use crate::cdb::{put_be, truncate, Fields};
+use crate::lun::{Exec, Fail, LogicalUnit};
+use crate::opcodes::{Cmd, RwSize};
+use crate::sense::{Asc, Sense, SenseKey};
+use crate::task::{Task, VerifyMode};
+use crate::types::Command;
+use crate::vpd::{max_compare_and_write_blocks, max_transfer_blocks};
+
+/// LBA, number of blocks and the byte offset of the length field of a block CDB.
+fn decode_rw(size: RwSize, cdb: Fields<'_>, six_zero_is_256: bool) -> (u64, u64, u16) {
+    match size {
+        RwSize::B6 => {
+            let lba = u64::from(cdb.be24(1) & 0x1F_FFFF);
+            let n = u64::from(cdb.u8(4));
+            let n = if n == 0 && six_zero_is_256 { 256 } else { n };
+            (lba, n, 4)
+        }
+        RwSize::B10 => (u64::from(cdb.be32(2)), u64::from(cdb.be16(7)), 7),
+        RwSize::B12 => (u64::from(cdb.be32(2)), u64::from(cdb.be32(6)), 6),
+        RwSize::B16 => (cdb.be64(2), u64::from(cdb.be32(10)), 10),
+    }
+}
+
+/// Bytes of data-out the CDB asks for (None when the command has no data-out).
+pub(crate) fn data_out_len(cmd: Cmd, cdb: Fields<'_>, block_size: u32) -> Option<u32> {
+    let bs = u64::from(block_size);
+    let bytes = match cmd {
+        Cmd::Write(sz) => decode_rw(sz, cdb, true).1 * bs,
+        Cmd::WriteVerify(sz) => decode_rw(sz, cdb, true).1 * bs,
+        Cmd::OrWrite => decode_rw(RwSize::B16, cdb, false).1 * bs,
+        Cmd::Verify(sz) => match (cdb.u8(1) >> 1) & 0x03 {
+            1 => decode_rw(sz, cdb, false).1 * bs,
+            3 => bs,
+            _ => return None,
+        },
+        Cmd::WriteSame(RwSize::B16) if cdb.u8(1) & 0x01 != 0 => return None,
+        Cmd::WriteSame(_) => bs,
+        Cmd::CompareAndWrite => 2 * u64::from(cdb.u8(13)) * bs,
+        Cmd::Unmap => u64::from(cdb.be16(7)),
+        Cmd::ModeSelect6 => u64::from(cdb.u8(4)),
+        Cmd::ModeSelect10 => u64::from(cdb.be16(7)),
+        Cmd::PrOut(_) => u64::from(cdb.be32(5)),
+        _ => return None,
+    };
+    Some(u32::try_from(bytes).unwrap_or(u32::MAX))
+}
+
+fn short_data_out() -> Sense {
+    Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU)
+}
+
+impl LogicalUnit {
+    pub(crate) fn bs(&self) -> u64 {
+        u64::from(self.cfg.block_size)
+    }
+
+    /// LBA range check: the LBA must exist and the range must end inside the medium.
+    pub(crate) fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
+        match lba.checked_add(blocks) {
+            Some(end) if lba < self.num_blocks && end <= self.num_blocks => Ok(()),
+            _ => Err(Sense::lba_out_of_range()),
+        }
+    }
+
+    fn check_transfer(&self, blocks: u64, len_at: u16) -> Result<(), Sense> {
+        if blocks > u64::from(max_transfer_blocks(&self.cfg)) {
+            return Err(Sense::invalid_cdb(len_at, None));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<(), Sense> {
+        if self.cfg.read_only {
+            return Err(Sense::new(SenseKey::DataProtect, Asc::WRITE_PROTECTED));
+        }
+        if self.mode.swp {
+            return Err(Sense::new(SenseKey::DataProtect, Asc::SOFTWARE_WRITE_PROTECTED));
+        }
+        Ok(())
+    }
+
+    /// FUA to use for a write: forced when the initiator disabled the write cache.
+    fn fua(&self, requested: bool) -> bool {
+        requested || (self.cfg.write_cache && !self.mode.wce)
+    }
+
+    fn data_prefix(cmd: &Command, bytes: u64) -> Result<Bytes, Sense> {
+        let n = usize::try_from(bytes).map_err(|_| short_data_out())?;
+        if cmd.data_out.len() < n {
+            return Err(short_data_out());
+        }
+        Ok(cmd.data_out.slice(0..n))
+    }
+
+    fn data_exact(cmd: &Command, bytes: u64) -> Result<Bytes, Sense> {
+        if cmd.data_out_too_large || cmd.data_out.len() as u64 != bytes {
+            return Err(short_data_out());
+        }
+        Ok(cmd.data_out.clone())
+    }
+
+    pub(crate) fn read(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+        let (lba, blocks, len_at) = decode_rw(size, cdb, true);
+        self.check_transfer(blocks, len_at)?;
+        self.check_range(lba, blocks)?;
+        Ok(Task::read(lba * self.bs(), (blocks * self.bs()) as u32))
+    }
+
+    pub(crate) fn write(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command, verify: bool) -> Exec {
+        let (lba, blocks, len_at) = decode_rw(size, cdb, true);
+        self.check_transfer(blocks, len_at)?;
+        self.check_range(lba, blocks)?;
+        self.check_writable()?;
+        let data = Self::data_prefix(cmd, blocks * self.bs())?;
+        // WRITE AND VERIFY: the data must be on the medium before we report success.
+        let fua = self.fua(verify || (size != RwSize::B6 && cdb.u8(1) & 0x08 != 0));
+        Ok(Task::write(lba * self.bs(), data, fua))
+    }
+
+    pub(crate) fn verify(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {
+        let (lba, blocks, len_at) = decode_rw(size, cdb, false);
+        let bytchk = (cdb.u8(1) >> 1) & 0x03;
+        if bytchk == 2 {
+            return Err(Sense::invalid_cdb(1, Some(2)).into());
+        }
+        if bytchk == 1 {
+            self.check_transfer(blocks, len_at)?;
+        }
+        self.check_range(lba, blocks)?;
+        let mode = match bytchk {
+            1 => VerifyMode::Compare(Self::data_prefix(cmd, blocks * self.bs())?),
+            3 => VerifyMode::CompareEach(Self::data_prefix(cmd, self.bs())?),
+            _ => VerifyMode::Medium,
+        };
+        Ok(Task::verify(
+            lba * self.bs(),
+            blocks * self.bs(),
+            self.cfg.block_size,
+            mode,
+        ))
+    }
+
+    pub(crate) fn prefetch(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+        let (lba, blocks, _) = decode_rw(size, cdb, false);
+        self.check_range(lba, blocks)?;
+        Ok(Task::good(Bytes::new()))
+    }
+
+    pub(crate) fn sync_cache(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+        let (lba, blocks, _) = decode_rw(size, cdb, false);
+        self.check_range(lba, blocks)?;
+        Ok(Task::flush())
+    }
+
+    pub(crate) fn write_same(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {
+        let (lba, blocks, len_at) = decode_rw(size, cdb, false);
+        let unmap = cdb.u8(1) & 0x08 != 0;
+        let ndob = size == RwSize::B16 && cdb.u8(1) & 0x01 != 0;
+        self.check_range(lba, blocks)?;
+        let blocks = if blocks == 0 {
+            self.num_blocks - lba
+        } else {
+            blocks
+        };
+        let max = self.cfg.max_write_same_blocks;
+        if max > 0 && blocks > max {
+            return Err(Sense::invalid_cdb(len_at, None).into());
+        }
+        self.check_writable()?;
+        let pattern = if ndob {
+            None
+        } else {
+            Some(Self::data_exact(cmd, self.bs())?)
+        };
+        Ok(Task::fill(
+            lba * self.bs(),
+            blocks * self.bs(),
+            self.cfg.block_size,
+            pattern,
+            unmap,
+            self.fua(false),
+        ))
+    }
+
+    pub(crate) fn unmap(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
+        self.check_writable()?;
+        let plen = usize::from(cdb.be16(7));
+        if plen == 0 {
+            return Ok(Task::good(Bytes::new()));
+        }
+        if plen < 8 || cmd.data_out.len() < plen {
+            return Err(Sense::illegal(Asc::PARAMETER_LIST_LENGTH_ERROR).into());
+        }
+        let p = Fields(cmd.data_out.get(..plen).unwrap_or(&[]));
+        let bd_len = usize::from(p.be16(2)).min(plen - 8);
+        let count = bd_len / 16;
+        if count > self.cfg.max_unmap_descriptors as usize {
+            return Err(Sense::invalid_param(2, None).into());
+        }
+        let mut ranges = Vec::with_capacity(count);
+        let mut total: u64 = 0;
+        for i in 0..count {
+            let at = 8 + 16 * i;
+            let lba = p.be64(at);
+            let n = u64::from(p.be32(at + 8));
+            if n == 0 {
+                continue;
+            }
+            self.check_range(lba, n)?;
+            total += n;
+            if total > u64::from(self.cfg.max_unmap_blocks) {
+                return Err(Sense::invalid_param((at + 8) as u16, None).into());
+            }
+            ranges.push((lba * self.bs(), n * self.bs()));
+        }
+        Ok(Task::unmap(ranges, self.cfg.block_size))
+    }
+
+    pub(crate) fn compare_and_write(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
+        let lba = cdb.be64(2);
+        let nlb = u64::from(cdb.u8(13));
+        if nlb > u64::from(max_compare_and_write_blocks(&self.cfg)) {
+            return Err(Sense::invalid_cdb(13, None).into());
+        }
+        self.check_range(lba, nlb)?;
+        self.check_writable()?;
+        if nlb == 0 {
+            return Ok(Task::good(Bytes::new()));
+        }
+        let half = nlb * self.bs();
+        let data = Self::data_exact(cmd, 2 * half)?;
+        let h = half as usize;
+        Ok(Task::compare_and_write(
+            lba * self.bs(),
+            data.slice(0..h),
+            data.slice(h..),
+            self.fua(cdb.u8(1) & 0x08 != 0),
+        ))
+    }
+
+    pub(crate) fn or_write(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
+        let (lba, blocks, len_at) = decode_rw(RwSize::B16, cdb, false);
+        self.check_transfer(blocks, len_at)?;
+        self.check_range(lba, blocks)?;
+        self.check_writable()?;
+        let data = Self::data_prefix(cmd, blocks * self.bs())?;
+        Ok(Task::or_write(
+            lba * self.bs(),
+            data,
+            self.fua(cdb.u8(1) & 0x08 != 0),
+        ))
+    }
+
+    pub(crate) fn read_capacity10(&self, cdb: Fields<'_>) -> Exec {
+        if cdb.u8(8) & 0x01 == 0 && cdb.be32(2) != 0 {
+            return Err(Fail::Check(Sense::invalid_cdb(2, None)));
+        }
+        let last = self.num_blocks.saturating_sub(1);
+        let mut d = vec![0u8; 8];
+        put_be(&mut d, 0, &u32::try_from(last).unwrap_or(u32::MAX).to_be_bytes());
+        put_be(&mut d, 4, &self.cfg.block_size.to_be_bytes());
+        Ok(Task::good(Bytes::from(d)))
+    }
+
+    pub(crate) fn read_capacity16(&self, cdb: Fields<'_>) -> Task {
+        let alloc = cdb.be32(10) as usize;
+        let mut d = vec![0u8; 32];
+        put_be(&mut d, 0, &self.num_blocks.saturating_sub(1).to_be_bytes());
+        put_be(&mut d, 8, &self.cfg.block_size.to_be_bytes());
+        if self.cfg.unmap {
+            d[14] = 0x80 | 0x40; // LBPME, LBPRZ
+        }
+        Task::good(truncate(d, alloc))
+    }
+
+    pub(crate) fn get_lba_status(&self, cdb: Fields<'_>) -> Exec {
+        let lba = cdb.be64(2);
+        let alloc = cdb.be32(10) as usize;
+        if lba >= self.num_blocks {
+            return Err(Sense::lba_out_of_range().into());
+        }
+        if !self.cfg.unmap {
+            // Fully provisioned: everything is mapped, no need to ask the backend.
+            let mut t = Task::lba_status(lba, self.num_blocks, self.cfg.block_size, alloc);
+            if let crate::io::Step::Io(_) = t.poll(None) {
+                let _ = t.poll(Some(crate::io::IoCompletion::Error(
+                    crate::io::IoErrorKind::Unsupported,
+                )));
+            }
+            return match t.poll(None) {
+                crate::io::Step::Done(r) => Ok(Task::done(r)),
+                crate::io::Step::Io(_) => Err(Sense::illegal(Asc::INVALID_FIELD_IN_CDB).into()),
+            };
+        }
+        Ok(Task::lba_status(lba, self.num_blocks, self.cfg.block_size, alloc))
+    }
+}
