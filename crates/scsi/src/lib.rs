@@ -7,6 +7,8 @@
 //! [`BlockRequest`] it yields and feeding back an [`IoCompletion`], until it yields
 //! [`Step::Done`] with the [`Response`].
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod cdb;
 mod commands;
 mod fuzz;

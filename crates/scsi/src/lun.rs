@@ -154,7 +154,7 @@ impl LogicalUnit {
             Cmd::TestUnitReady => Ok(Task::good(Bytes::new())),
             Cmd::RequestSense => Ok(self.request_sense(nexus, cdb)),
             Cmd::Inquiry => self.inquiry(cdb),
-            Cmd::ReportLuns => crate::target::report_luns(&[0], cdb).map_err(Fail::from),
+            Cmd::ReportLuns => crate::target::report_luns(&[0], cdb),
             Cmd::ReadCapacity10 => self.read_capacity10(cdb),
             Cmd::ReadCapacity16 => Ok(self.read_capacity16(cdb)),
             Cmd::GetLbaStatus => self.get_lba_status(cdb),
@@ -209,7 +209,8 @@ impl LogicalUnit {
     pub fn set_capacity(&mut self, num_blocks: u64) {
         if num_blocks != self.num_blocks {
             self.num_blocks = num_blocks;
-            self.nexuses.push_all_except(None, Asc::CAPACITY_DATA_CHANGED);
+            self.nexuses
+                .push_all_except(None, Asc::CAPACITY_DATA_CHANGED);
         }
     }
 

@@ -165,7 +165,13 @@ pub(crate) fn mode_sense(
     for c in codes {
         out.extend(page(c, pc, st, cfg).unwrap_or_default());
     }
-    let bd_len = if dbd { 0 } else if llbaa { 16 } else { 8 };
+    let bd_len = if dbd {
+        0
+    } else if llbaa {
+        16
+    } else {
+        8
+    };
     let dsp = device_specific(st, cfg);
     if ten {
         let len = u16::try_from(out.len() - 2).unwrap_or(u16::MAX);
@@ -223,7 +229,11 @@ pub(crate) fn mode_select(
             (p.be64(hdr), p.be32(hdr + 12), hdr + 12)
         } else {
             let n = u64::from(p.be32(hdr));
-            let n = if n == u64::from(u32::MAX) && num_blocks > n { num_blocks } else { n };
+            let n = if n == u64::from(u32::MAX) && num_blocks > n {
+                num_blocks
+            } else {
+                n
+            };
             (n, p.be24(hdr + 5), hdr + 5)
         };
         if blen != cfg.block_size {
@@ -323,7 +333,8 @@ mod tests {
         assert_eq!(e.asc, Asc::SAVING_PARAMS_NOT_SUPPORTED);
         let e = mode_sense(&st, &c, 1000, false, Fields(&[0x1A, 0, 0x01, 0, 255, 0])).unwrap_err();
         assert_eq!(e, Sense::invalid_cdb(2, Some(5)));
-        let e = mode_sense(&st, &c, 1000, false, Fields(&[0x1A, 0, 0x08, 0x01, 255, 0])).unwrap_err();
+        let e =
+            mode_sense(&st, &c, 1000, false, Fields(&[0x1A, 0, 0x08, 0x01, 255, 0])).unwrap_err();
         assert_eq!(e, Sense::invalid_cdb(3, None));
     }
 
@@ -331,7 +342,14 @@ mod tests {
     fn sense10_long_lba() {
         let c = cfg();
         let st = ModeState::defaults(&c);
-        let d = mode_sense(&st, &c, 1000, true, Fields(&[0x5A, 0x10, 0x0A, 0, 0, 0, 0, 1, 0, 0])).unwrap();
+        let d = mode_sense(
+            &st,
+            &c,
+            1000,
+            true,
+            Fields(&[0x5A, 0x10, 0x0A, 0, 0, 0, 0, 1, 0, 0]),
+        )
+        .unwrap();
         assert_eq!(d.len(), 8 + 16 + 12);
         assert_eq!(d[4], 1);
         assert_eq!(&d[6..8], &[0, 16]);
@@ -373,7 +391,9 @@ mod tests {
         let c = cfg();
         let mut st = ModeState::defaults(&c);
         assert_eq!(
-            mode_select(&mut st, &c, 1000, false, &[0, 0]).unwrap_err().asc,
+            mode_select(&mut st, &c, 1000, false, &[0, 0])
+                .unwrap_err()
+                .asc,
             Asc::PARAMETER_LIST_LENGTH_ERROR
         );
         let mut pl = vec![0u8, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0x10, 0];
@@ -381,7 +401,14 @@ mod tests {
         assert_eq!(e, Sense::invalid_param(9, None));
         pl[10] = 0x02;
         assert!(!mode_select(&mut st, &c, 1000, false, &pl).unwrap());
-        let e = mode_select(&mut st, &c, 1000, false, &[0, 0, 0, 0, 0x08, 5, 0, 0, 0, 0, 0]).unwrap_err();
+        let e = mode_select(
+            &mut st,
+            &c,
+            1000,
+            false,
+            &[0, 0, 0, 0, 0x08, 5, 0, 0, 0, 0, 0],
+        )
+        .unwrap_err();
         assert_eq!(e, Sense::invalid_param(5, None));
     }
 }

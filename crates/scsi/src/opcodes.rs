@@ -165,7 +165,11 @@ impl CmdDesc {
     /// Check `cdb` against the usage data: every set bit must be a used bit.
     pub fn check_reserved(&self, cdb: &[u8]) -> Result<(), Sense> {
         for (i, (&b, &u)) in cdb.iter().zip(self.usage.iter()).enumerate().skip(1) {
-            let mask = if i == 1 && self.sa.is_some() { u | 0x1F } else { u };
+            let mask = if i == 1 && self.sa.is_some() {
+                u | 0x1F
+            } else {
+                u
+            };
             let bad = b & !mask;
             if bad != 0 {
                 let bit = 7 - bad.leading_zeros() as u8;
@@ -202,28 +206,113 @@ pub fn build_table(cfg: &LunConfig) -> Vec<CmdDesc> {
     use RwSize::*;
     let ws_unmap = if cfg.unmap { 0x08 } else { 0x00 };
     let mut t = vec![
-        d(Cmd::TestUnitReady, &[TEST_UNIT_READY, 0, 0, 0, 0, 0], Allowed, false),
-        d(Cmd::RequestSense, &[REQUEST_SENSE, 0x01, 0, 0, F, 0], Allowed, true),
+        d(
+            Cmd::TestUnitReady,
+            &[TEST_UNIT_READY, 0, 0, 0, 0, 0],
+            Allowed,
+            false,
+        ),
+        d(
+            Cmd::RequestSense,
+            &[REQUEST_SENSE, 0x01, 0, 0, F, 0],
+            Allowed,
+            true,
+        ),
         d(Cmd::Read(B6), &[READ_6, 0x1F, F, F, F, 0], Read, false),
         d(Cmd::Write(B6), &[WRITE_6, 0x1F, F, F, F, 0], Write, false),
         d(Cmd::Inquiry, &[INQUIRY, 0x01, F, F, F, 0], Allowed, true),
-        d(Cmd::ModeSelect6, &[MODE_SELECT_6, 0x10, 0, 0, F, 0], Write, false),
+        d(
+            Cmd::ModeSelect6,
+            &[MODE_SELECT_6, 0x10, 0, 0, F, 0],
+            Write,
+            false,
+        ),
         d(Cmd::Reserve6, &[RESERVE_6, 0, 0, 0, 0, 0], Special, false),
         d(Cmd::Release6, &[RELEASE_6, 0, 0, 0, 0, 0], Special, true),
-        d(Cmd::ModeSense6, &[MODE_SENSE_6, 0x08, F, F, F, 0], Read, false),
-        d(Cmd::StartStopUnit, &[START_STOP_UNIT, 0x01, 0, 0x0F, 0xF7, 0], Special, false),
-        d(Cmd::ReadCapacity10, &[READ_CAPACITY_10, 0, F, F, F, F, 0, 0, 0x01, 0], Allowed, false),
-        d(Cmd::Read(B10), &[READ_10, 0x1A, F, F, F, F, 0x1F, F, F, 0], Read, false),
-        d(Cmd::Write(B10), &[WRITE_10, 0x1A, F, F, F, F, 0x1F, F, F, 0], Write, false),
-        d(Cmd::WriteVerify(B10), &[WRITE_VERIFY_10, 0x12, F, F, F, F, 0x1F, F, F, 0], Write, false),
-        d(Cmd::Verify(B10), &[VERIFY_10, 0x16, F, F, F, F, 0x1F, F, F, 0], Read, false),
-        d(Cmd::PreFetch(B10), &[PRE_FETCH_10, 0x02, F, F, F, F, 0x1F, F, F, 0], Read, false),
-        d(Cmd::SyncCache(B10), &[SYNCHRONIZE_CACHE_10, 0x06, F, F, F, F, 0x1F, F, F, 0], Write, false),
-        d(Cmd::WriteSame(B10), &[WRITE_SAME_10, ws_unmap, F, F, F, F, 0x1F, F, F, 0], Write, false),
-        d(Cmd::ModeSelect10, &[MODE_SELECT_10, 0x10, 0, 0, 0, 0, 0, F, F, 0], Write, false),
-        d(Cmd::Reserve10, &[RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0], Special, false),
-        d(Cmd::Release10, &[RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0], Special, true),
-        d(Cmd::ModeSense10, &[MODE_SENSE_10, 0x18, F, F, 0, 0, 0, F, F, 0], Read, false),
+        d(
+            Cmd::ModeSense6,
+            &[MODE_SENSE_6, 0x08, F, F, F, 0],
+            Read,
+            false,
+        ),
+        d(
+            Cmd::StartStopUnit,
+            &[START_STOP_UNIT, 0x01, 0, 0x0F, 0xF7, 0],
+            Special,
+            false,
+        ),
+        d(
+            Cmd::ReadCapacity10,
+            &[READ_CAPACITY_10, 0, F, F, F, F, 0, 0, 0x01, 0],
+            Allowed,
+            false,
+        ),
+        d(
+            Cmd::Read(B10),
+            &[READ_10, 0x1A, F, F, F, F, 0x1F, F, F, 0],
+            Read,
+            false,
+        ),
+        d(
+            Cmd::Write(B10),
+            &[WRITE_10, 0x1A, F, F, F, F, 0x1F, F, F, 0],
+            Write,
+            false,
+        ),
+        d(
+            Cmd::WriteVerify(B10),
+            &[WRITE_VERIFY_10, 0x12, F, F, F, F, 0x1F, F, F, 0],
+            Write,
+            false,
+        ),
+        d(
+            Cmd::Verify(B10),
+            &[VERIFY_10, 0x16, F, F, F, F, 0x1F, F, F, 0],
+            Read,
+            false,
+        ),
+        d(
+            Cmd::PreFetch(B10),
+            &[PRE_FETCH_10, 0x02, F, F, F, F, 0x1F, F, F, 0],
+            Read,
+            false,
+        ),
+        d(
+            Cmd::SyncCache(B10),
+            &[SYNCHRONIZE_CACHE_10, 0x06, F, F, F, F, 0x1F, F, F, 0],
+            Write,
+            false,
+        ),
+        d(
+            Cmd::WriteSame(B10),
+            &[WRITE_SAME_10, ws_unmap, F, F, F, F, 0x1F, F, F, 0],
+            Write,
+            false,
+        ),
+        d(
+            Cmd::ModeSelect10,
+            &[MODE_SELECT_10, 0x10, 0, 0, 0, 0, 0, F, F, 0],
+            Write,
+            false,
+        ),
+        d(
+            Cmd::Reserve10,
+            &[RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Special,
+            false,
+        ),
+        d(
+            Cmd::Release10,
+            &[RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Special,
+            true,
+        ),
+        d(
+            Cmd::ModeSense10,
+            &[MODE_SENSE_10, 0x18, F, F, 0, 0, 0, F, F, 0],
+            Read,
+            false,
+        ),
     ];
     for sa in 0..4u8 {
         t.push(d(
@@ -247,55 +336,175 @@ pub fn build_table(cfg: &LunConfig) -> Vec<CmdDesc> {
         d(Cmd::Read(B16), &rw16(READ_16, 0x1A), Read, false),
         d(
             Cmd::CompareAndWrite,
-            &[COMPARE_AND_WRITE, 0x1A, F, F, F, F, F, F, F, F, 0, 0, 0, F, 0x1F, 0],
+            &[
+                COMPARE_AND_WRITE,
+                0x1A,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                0,
+                0,
+                0,
+                F,
+                0x1F,
+                0,
+            ],
             Write,
             false,
         ),
         d(Cmd::Write(B16), &rw16(WRITE_16, 0x1A), Write, false),
         d(Cmd::OrWrite, &rw16(ORWRITE_16, 0x1A), Write, false),
-        d(Cmd::WriteVerify(B16), &rw16(WRITE_VERIFY_16, 0x12), Write, false),
+        d(
+            Cmd::WriteVerify(B16),
+            &rw16(WRITE_VERIFY_16, 0x12),
+            Write,
+            false,
+        ),
         d(Cmd::Verify(B16), &rw16(VERIFY_16, 0x16), Read, false),
         d(Cmd::PreFetch(B16), &rw16(PRE_FETCH_16, 0x02), Read, false),
-        d(Cmd::SyncCache(B16), &rw16(SYNCHRONIZE_CACHE_16, 0x06), Write, false),
-        d(Cmd::WriteSame(B16), &rw16(WRITE_SAME_16, ws_unmap | 0x01), Write, false),
+        d(
+            Cmd::SyncCache(B16),
+            &rw16(SYNCHRONIZE_CACHE_16, 0x06),
+            Write,
+            false,
+        ),
+        d(
+            Cmd::WriteSame(B16),
+            &rw16(WRITE_SAME_16, ws_unmap | 0x01),
+            Write,
+            false,
+        ),
         d(
             Cmd::ReadCapacity16,
-            &[SERVICE_ACTION_IN_16, SA_READ_CAPACITY_16, F, F, F, F, F, F, F, F, F, F, F, F, 0x01, 0],
+            &[
+                SERVICE_ACTION_IN_16,
+                SA_READ_CAPACITY_16,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                0x01,
+                0,
+            ],
             Allowed,
             false,
         ),
         d(
             Cmd::GetLbaStatus,
-            &[SERVICE_ACTION_IN_16, SA_GET_LBA_STATUS, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0],
+            &[
+                SERVICE_ACTION_IN_16,
+                SA_GET_LBA_STATUS,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                0,
+                0,
+            ],
             Read,
             false,
         ),
-        d(Cmd::ReportLuns, &[REPORT_LUNS, 0, F, 0, 0, 0, F, F, F, F, 0, 0], Allowed, true),
+        d(
+            Cmd::ReportLuns,
+            &[REPORT_LUNS, 0, F, 0, 0, 0, F, F, F, F, 0, 0],
+            Allowed,
+            true,
+        ),
         d(
             Cmd::ReportTargetPortGroups,
-            &[MAINTENANCE_IN, 0xE0 | SA_REPORT_TARGET_PORT_GROUPS, 0, 0, 0, 0, F, F, F, F, 0, 0],
+            &[
+                MAINTENANCE_IN,
+                0xE0 | SA_REPORT_TARGET_PORT_GROUPS,
+                0,
+                0,
+                0,
+                0,
+                F,
+                F,
+                F,
+                F,
+                0,
+                0,
+            ],
             Allowed,
             true,
         ),
         d(
             Cmd::ReportSupportedOpcodes,
-            &[MAINTENANCE_IN, SA_REPORT_SUPPORTED_OPCODES, 0x87, F, F, F, F, F, F, F, 0, 0],
+            &[
+                MAINTENANCE_IN,
+                SA_REPORT_SUPPORTED_OPCODES,
+                0x87,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                F,
+                0,
+                0,
+            ],
             Allowed,
             true,
         ),
         d(
             Cmd::ReportSupportedTmfs,
-            &[MAINTENANCE_IN, SA_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, F, F, F, F, 0, 0],
+            &[
+                MAINTENANCE_IN,
+                SA_REPORT_SUPPORTED_TMFS,
+                0x80,
+                0,
+                0,
+                0,
+                F,
+                F,
+                F,
+                F,
+                0,
+                0,
+            ],
             Allowed,
             true,
         ),
         d(Cmd::Read(B12), &rw12(READ_12, 0x1A), Read, false),
         d(Cmd::Write(B12), &rw12(WRITE_12, 0x1A), Write, false),
-        d(Cmd::WriteVerify(B12), &rw12(WRITE_VERIFY_12, 0x12), Write, false),
+        d(
+            Cmd::WriteVerify(B12),
+            &rw12(WRITE_VERIFY_12, 0x12),
+            Write,
+            false,
+        ),
         d(Cmd::Verify(B12), &rw12(VERIFY_12, 0x16), Read, false),
     ]);
     if cfg.unmap {
-        t.push(d(Cmd::Unmap, &[UNMAP, 0, 0, 0, 0, 0, 0x1F, F, F, 0], Write, false));
+        t.push(d(
+            Cmd::Unmap,
+            &[UNMAP, 0, 0, 0, 0, 0, 0x1F, F, F, 0],
+            Write,
+            false,
+        ));
     }
     t.sort_by_key(|c| (c.opcode, c.sa));
     t
@@ -321,7 +530,10 @@ pub fn lookup<'t>(table: &'t [CmdDesc], cdb: &[u8]) -> Lookup<'t> {
         if !table.iter().any(|c| c.opcode == opcode) {
             return Lookup::UnknownOpcode;
         }
-        match table.iter().find(|c| c.opcode == opcode && c.sa == Some(sa)) {
+        match table
+            .iter()
+            .find(|c| c.opcode == opcode && c.sa == Some(sa))
+        {
             Some(c) => Lookup::Found(c),
             None => Lookup::UnknownServiceAction,
         }
@@ -356,9 +568,13 @@ mod tests {
         let Lookup::Found(c) = lookup(&t, &[0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0]) else {
             panic!("READ(10) missing");
         };
-        let e = c.check_reserved(&[0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0]).unwrap_err();
+        let e = c
+            .check_reserved(&[0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0])
+            .unwrap_err();
         assert_eq!(e, Sense::invalid_cdb(1, Some(5)));
-        assert!(c.check_reserved(&[0x28, 0x18, 0, 0, 0, 0, 0, 0, 1, 0]).is_ok());
+        assert!(c
+            .check_reserved(&[0x28, 0x18, 0, 0, 0, 0, 0, 0, 1, 0])
+            .is_ok());
     }
 
     #[test]

@@ -291,7 +291,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], PrDecodeError> {
         let end = self.pos.checked_add(n).ok_or(PrDecodeError::Truncated)?;
-        let s = self.buf.get(self.pos..end).ok_or(PrDecodeError::Truncated)?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(PrDecodeError::Truncated)?;
         self.pos = end;
         Ok(s)
     }
@@ -299,7 +302,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?.first().copied().unwrap_or(0))
     }
     fn be(&mut self, n: usize) -> Result<u64, PrDecodeError> {
-        Ok(self.take(n)?.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |a, &b| (a << 8) | u64::from(b)))
     }
     fn u16(&mut self) -> Result<u16, PrDecodeError> {
         Ok(self.be(2)? as u16)
@@ -363,14 +369,20 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let b = sample().to_bytes();
-        assert_eq!(PrState::from_bytes(&b[..b.len() - 1]), Err(PrDecodeError::Truncated));
+        assert_eq!(
+            PrState::from_bytes(&b[..b.len() - 1]),
+            Err(PrDecodeError::Truncated)
+        );
         let mut t = b.clone();
         t.push(0);
         assert_eq!(PrState::from_bytes(&t), Err(PrDecodeError::TrailingBytes));
         assert_eq!(PrState::from_bytes(b"XXXX"), Err(PrDecodeError::BadMagic));
         let mut v = b.clone();
         v[4] = 9;
-        assert_eq!(PrState::from_bytes(&v), Err(PrDecodeError::UnsupportedVersion(9)));
+        assert_eq!(
+            PrState::from_bytes(&v),
+            Err(PrDecodeError::UnsupportedVersion(9))
+        );
         let mut orphan = sample();
         orphan.registrations.remove(0);
         assert!(matches!(
@@ -380,15 +392,22 @@ mod tests {
     }
 
     fn arb_reg() -> impl Strategy<Value = Registration> {
-        (1u64.., "[a-z0-9.:,]{0,40}", "[a-z0-9.:]{0,40}", any::<u16>(), any::<bool>()).prop_map(
-            |(key, initiator_port, initiator_name, relative_port_id, all_tg_pt)| Registration {
-                key,
-                initiator_port,
-                initiator_name,
-                relative_port_id,
-                all_tg_pt,
-            },
+        (
+            1u64..,
+            "[a-z0-9.:,]{0,40}",
+            "[a-z0-9.:]{0,40}",
+            any::<u16>(),
+            any::<bool>(),
         )
+            .prop_map(
+                |(key, initiator_port, initiator_name, relative_port_id, all_tg_pt)| Registration {
+                    key,
+                    initiator_port,
+                    initiator_name,
+                    relative_port_id,
+                    all_tg_pt,
+                },
+            )
     }
 
     proptest! {

@@ -291,7 +291,9 @@ mod tests {
 
     #[test]
     fn descriptor_format() {
-        let s = Sense::invalid_param(4, None).with_info(9).encode_descriptor();
+        let s = Sense::invalid_param(4, None)
+            .with_info(9)
+            .encode_descriptor();
         assert_eq!(s[0], 0x72);
         assert_eq!(s[1], 0x05);
         assert_eq!((s[2], s[3]), (0x26, 0x00));

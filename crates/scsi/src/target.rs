@@ -39,7 +39,9 @@ pub fn decode_lun(b: [u8; 8]) -> Option<u64> {
     match b[0] >> 6 {
         0 if b[0] == 0 => Some(u64::from(b[1])),
         1 => Some((u64::from(b[0] & 0x3F) << 8) | u64::from(b[1])),
-        3 if b[0] == 0xD2 => Some((u64::from(b[1]) << 16) | (u64::from(b[2]) << 8) | u64::from(b[3])),
+        3 if b[0] == 0xD2 => {
+            Some((u64::from(b[1]) << 16) | (u64::from(b[2]) << 8) | u64::from(b[3]))
+        }
         _ => None,
     }
 }
@@ -95,13 +97,19 @@ impl ScsiTarget {
         let numbers: Vec<u64> = self.luns.keys().copied().collect();
         let cdb = Fields(cmd.cdb);
         if cmd.cdb.len() < 12 {
-            return Task::done(Response::check(&Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU), false));
+            return Task::done(Response::check(
+                &Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU),
+                false,
+            ));
         }
         let t10 = [0xA0u8, 0, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0];
         for (i, (&b, &m)) in cmd.cdb.iter().zip(t10.iter()).enumerate().skip(1) {
             if b & !m != 0 {
                 let bit = 7 - (b & !m).leading_zeros() as u8;
-                return Task::done(Response::check(&Sense::invalid_cdb(i as u16, Some(bit)), false));
+                return Task::done(Response::check(
+                    &Sense::invalid_cdb(i as u16, Some(bit)),
+                    false,
+                ));
             }
         }
         match report_luns(&numbers, cdb) {
@@ -156,7 +164,10 @@ fn missing_lun(cmd: &Command) -> Task {
             let s = Sense::illegal(Asc::LU_NOT_SUPPORTED).encode(desc);
             Task::good(truncate(s.to_vec(), alloc))
         }
-        _ => Task::done(Response::check(&Sense::illegal(Asc::LU_NOT_SUPPORTED), false)),
+        _ => Task::done(Response::check(
+            &Sense::illegal(Asc::LU_NOT_SUPPORTED),
+            false,
+        )),
     }
 }
 

@@ -150,7 +150,12 @@ impl Task {
         }))
     }
 
-    pub(crate) fn lba_status(start_lba: u64, num_blocks: u64, block_size: u32, alloc: usize) -> Self {
+    pub(crate) fn lba_status(
+        start_lba: u64,
+        num_blocks: u64,
+        block_size: u32,
+        alloc: usize,
+    ) -> Self {
         Task::from_op(Op::LbaStatus(LbaStatusOp {
             start_lba,
             num_blocks,
@@ -416,7 +421,11 @@ impl CawOp {
             }
             RmwPhase::Reading => {
                 let data = expect_data(c, self.compare.len() as u64)?;
-                if let Some(i) = data.iter().zip(self.compare.iter()).position(|(a, b)| a != b) {
+                if let Some(i) = data
+                    .iter()
+                    .zip(self.compare.iter())
+                    .position(|(a, b)| a != b)
+                {
                     return Err(miscompare(i as u64));
                 }
                 self.phase = RmwPhase::Writing;
@@ -454,7 +463,11 @@ impl OrWriteOp {
             }
             RmwPhase::Reading => {
                 let old = expect_data(c, self.data.len() as u64)?;
-                let merged: Vec<u8> = old.iter().zip(self.data.iter()).map(|(a, b)| a | b).collect();
+                let merged: Vec<u8> = old
+                    .iter()
+                    .zip(self.data.iter())
+                    .map(|(a, b)| a | b)
+                    .collect();
                 self.phase = RmwPhase::Writing;
                 Ok(Next::Io(BlockRequest::Write {
                     offset: self.offset,
@@ -632,7 +645,15 @@ impl UnmapOp {
             match self.ranges.pop() {
                 None => return Ok(Next::Finish(Bytes::new())),
                 Some((off, len)) => {
-                    self.current = Some(FillOp::new(off, len, self.block_size, None, true, false, true));
+                    self.current = Some(FillOp::new(
+                        off,
+                        len,
+                        self.block_size,
+                        None,
+                        true,
+                        false,
+                        true,
+                    ));
                 }
             }
         }
@@ -671,7 +692,12 @@ impl LbaStatusOp {
 
 /// Turn byte extents into (lba, blocks, mapped) runs starting at `start`. Gaps and
 /// partially covered blocks count as mapped; runs stop where the extents stop.
-pub(crate) fn lba_descriptors(start: u64, num_blocks: u64, bs: u64, extents: &[Extent]) -> Vec<(u64, u64, bool)> {
+pub(crate) fn lba_descriptors(
+    start: u64,
+    num_blocks: u64,
+    bs: u64,
+    extents: &[Extent],
+) -> Vec<(u64, u64, bool)> {
     let mut sorted: Vec<Extent> = extents.to_vec();
     sorted.sort_by_key(|e| e.offset);
     let mut out: Vec<(u64, u64, bool)> = Vec::new();
@@ -742,7 +768,11 @@ mod tests {
     use super::*;
 
     fn ext(offset: u64, len: u64, mapped: bool) -> Extent {
-        Extent { offset, len, mapped }
+        Extent {
+            offset,
+            len,
+            mapped,
+        }
     }
 
     #[test]
@@ -751,7 +781,11 @@ mod tests {
             0,
             100,
             512,
-            &[ext(0, 1024, true), ext(1024, 700, false), ext(1724, 10_000_000, true)],
+            &[
+                ext(0, 1024, true),
+                ext(1024, 700, false),
+                ext(1724, 10_000_000, true),
+            ],
         );
         assert_eq!(d, vec![(0, 2, true), (2, 1, false), (3, 97, true)]);
         let d = lba_descriptors(4, 100, 512, &[ext(0, 4096, false), ext(4096, 512, true)]);
@@ -768,7 +802,9 @@ mod tests {
         let mut t = Task::read(0, 512);
         let a = t.poll(None);
         assert_eq!(t.poll(None), a);
-        match t.poll(Some(IoCompletion::Error(IoErrorKind::Medium(MediumOp::Read)))) {
+        match t.poll(Some(IoCompletion::Error(IoErrorKind::Medium(
+            MediumOp::Read,
+        )))) {
             Step::Done(r) => {
                 let s = r.sense.unwrap_or_default();
                 assert_eq!((s[2], s[12], s[13]), (3, 0x11, 0));
@@ -779,8 +815,14 @@ mod tests {
 
     #[test]
     fn io_errors_map_to_sense() {
-        assert_eq!(io_error_sense(IoErrorKind::NoSpace).asc, Asc::SPACE_ALLOCATION_FAILED);
-        assert_eq!(io_error_sense(IoErrorKind::Hardware).key, SenseKey::HardwareError);
+        assert_eq!(
+            io_error_sense(IoErrorKind::NoSpace).asc,
+            Asc::SPACE_ALLOCATION_FAILED
+        );
+        assert_eq!(
+            io_error_sense(IoErrorKind::Hardware).key,
+            SenseKey::HardwareError
+        );
         assert_eq!(
             io_error_sense(IoErrorKind::Medium(MediumOp::Write)).asc,
             Asc::WRITE_ERROR

@@ -65,7 +65,12 @@ fn with_header(page: u8, body: Vec<u8>) -> Vec<u8> {
 
 /// One designation descriptor.
 fn designator(assoc_type: u8, code_set: u8, piv_proto: u8, value: &[u8]) -> Vec<u8> {
-    let mut d = vec![piv_proto | code_set, assoc_type, 0, value.len().min(255) as u8];
+    let mut d = vec![
+        piv_proto | code_set,
+        assoc_type,
+        0,
+        value.len().min(255) as u8,
+    ];
     d.extend_from_slice(value.get(..value.len().min(255)).unwrap_or(&[]));
     d
 }
@@ -74,7 +79,7 @@ fn designator(assoc_type: u8, code_set: u8, piv_proto: u8, value: &[u8]) -> Vec<
 fn name_string(s: &str) -> Vec<u8> {
     let mut v: Vec<u8> = s.bytes().take(251).collect();
     v.push(0);
-    while v.len() % 4 != 0 {
+    while v.len() & 3 != 0 {
         v.push(0);
     }
     v
@@ -90,7 +95,12 @@ fn device_identification(cfg: &LunConfig, port: &TargetPort) -> Vec<u8> {
     let mut body = designator(0x03, 0x01, 0, &cfg.naa);
     let mut t10 = vec![b' '; 8];
     put_ascii(&mut t10, 0, 8, &cfg.vendor);
-    t10.extend(cfg.serial.bytes().filter(|c| (0x20..=0x7e).contains(c)).take(200));
+    t10.extend(
+        cfg.serial
+            .bytes()
+            .filter(|c| (0x20..=0x7e).contains(c))
+            .take(200),
+    );
     body.extend(designator(0x01, 0x02, 0, &t10));
     let mut rel = vec![0u8, 0];
     rel.extend_from_slice(&port.relative_port_id.to_be_bytes());
@@ -98,8 +108,18 @@ fn device_identification(cfg: &LunConfig, port: &TargetPort) -> Vec<u8> {
     let mut tpg = vec![0u8, 0];
     tpg.extend_from_slice(&port.port_group.to_be_bytes());
     body.extend(designator(0x10 | 0x05, 0x01, 0, &tpg));
-    body.extend(designator(0x10 | 0x08, 0x03, 0, &name_string(&target_port_name(port))));
-    body.extend(designator(0x20 | 0x08, 0x03, 0, &name_string(&port.target_name)));
+    body.extend(designator(
+        0x10 | 0x08,
+        0x03,
+        0,
+        &name_string(&target_port_name(port)),
+    ));
+    body.extend(designator(
+        0x20 | 0x08,
+        0x03,
+        0,
+        &name_string(&port.target_name),
+    ));
     with_header(0x83, body)
 }
 
@@ -110,7 +130,11 @@ fn block_limits(cfg: &LunConfig) -> Vec<u8> {
     put_be(&mut b, 2, &1u16.to_be_bytes()); // OPTIMAL TRANSFER LENGTH GRANULARITY
     let mtb = max_transfer_blocks(cfg);
     put_be(&mut b, 4, &mtb.to_be_bytes());
-    put_be(&mut b, 8, &cfg.optimal_transfer_blocks.min(mtb).to_be_bytes());
+    put_be(
+        &mut b,
+        8,
+        &cfg.optimal_transfer_blocks.min(mtb).to_be_bytes(),
+    );
     put_be(&mut b, 12, &mtb.to_be_bytes()); // MAXIMUM PREFETCH LENGTH
     if cfg.unmap {
         put_be(&mut b, 16, &cfg.max_unmap_blocks.max(1).to_be_bytes());
@@ -152,7 +176,11 @@ pub(crate) fn page(code: u8, cfg: &LunConfig, port: &TargetPort) -> Option<Vec<u
         0x00 => with_header(0x00, SUPPORTED_PAGES.to_vec()),
         0x80 => with_header(
             0x80,
-            cfg.serial.bytes().filter(|c| (0x20..=0x7e).contains(c)).take(250).collect(),
+            cfg.serial
+                .bytes()
+                .filter(|c| (0x20..=0x7e).contains(c))
+                .take(250)
+                .collect(),
         ),
         0x83 => device_identification(cfg, port),
         0x86 => extended_inquiry(),

@@ -53,7 +53,7 @@ fn transport_id(reg: &Registration) -> Vec<u8> {
     };
     let mut s: Vec<u8> = name.bytes().take(220).collect();
     s.push(0);
-    while s.len() % 4 != 0 || s.len() < 20 {
+    while s.len() & 3 != 0 || s.len() < 20 {
         s.push(0);
     }
     let mut t = vec![format | 0x05, 0];
@@ -71,7 +71,9 @@ fn parse_transport_id(t: &[u8]) -> Option<(String, String)> {
     let len = usize::from(f.be16(2));
     let raw = f.slice(4, len);
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    let s = std::str::from_utf8(raw.get(..end)?).ok()?.to_ascii_lowercase();
+    let s = std::str::from_utf8(raw.get(..end)?)
+        .ok()?
+        .to_ascii_lowercase();
     let name = s.split(",i,0x").next()?.to_string();
     if !s.contains(",i,0x") || name.is_empty() {
         return None;
@@ -82,8 +84,7 @@ fn parse_transport_id(t: &[u8]) -> Option<(String, String)> {
 impl LogicalUnit {
     /// Nexus ids covered by a registration.
     fn nexus_ids_of(&self, reg: &Registration) -> Vec<u64> {
-        self.nexuses
-            .ids_where(|port, rel| reg.matches(port, rel))
+        self.nexuses.ids_where(|port, rel| reg.matches(port, rel))
     }
 
     fn ua_registrations(&mut self, regs: &[Registration], except: u64, asc: Asc) {
@@ -131,7 +132,11 @@ impl LogicalUnit {
                     put_be(&mut e, 0, &r.key.to_be_bytes());
                     e[12] = if r.all_tg_pt { 0x02 } else { 0 } | u8::from(holder);
                     if holder {
-                        e[13] = pr.reservation.as_ref().map(|x| x.pr_type as u8).unwrap_or(0);
+                        e[13] = pr
+                            .reservation
+                            .as_ref()
+                            .map(|x| x.pr_type as u8)
+                            .unwrap_or(0);
                     }
                     if !r.all_tg_pt {
                         put_be(&mut e, 18, &r.relative_port_id.to_be_bytes());
@@ -172,10 +177,7 @@ impl LogicalUnit {
             }
             return;
         }
-        let was_holder = res
-            .holder
-            .as_ref()
-            .is_some_and(|(p, r)| reg.matches(p, *r));
+        let was_holder = res.holder.as_ref().is_some_and(|(p, r)| reg.matches(p, *r));
         if was_holder {
             self.pr.reservation = None;
             if res.pr_type.registrants_access() {
@@ -190,7 +192,9 @@ impl LogicalUnit {
         let (removed, kept): (Vec<Registration>, Vec<Registration>) =
             std::mem::take(&mut self.pr.registrations)
                 .into_iter()
-                .partition(|r| r.key == key && !r.matches(&issuer.initiator_port, issuer.relative_port_id));
+                .partition(|r| {
+                    r.key == key && !r.matches(&issuer.initiator_port, issuer.relative_port_id)
+                });
         self.pr.registrations = kept;
         removed
     }
@@ -199,7 +203,10 @@ impl LogicalUnit {
         let scope = cdb.u8(2) >> 4;
         let type_raw = cdb.u8(2) & 0x0F;
         let plen = cdb.be32(5) as usize;
-        let data = cmd.data_out.get(..plen.min(cmd.data_out.len())).unwrap_or(&[]);
+        let data = cmd
+            .data_out
+            .get(..plen.min(cmd.data_out.len()))
+            .unwrap_or(&[]);
         let p = Fields(data);
         if data.len() > 20 && p.u8(20) & 0x08 != 0 && sa != SA_REGISTER_AND_MOVE {
             return Err(Sense::invalid_param(20, Some(3)).into()); // SPEC_I_PT unsupported
@@ -218,8 +225,14 @@ impl LogicalUnit {
         let aptpl = p.u8(20) & 0x01 != 0;
         let port = nexus.initiator_port.as_str();
         let rel = nexus.relative_port_id;
-        let my_idx = self.pr.registrations.iter().position(|r| r.matches(port, rel));
-        let my_key = my_idx.and_then(|i| self.pr.registrations.get(i)).map(|r| r.key);
+        let my_idx = self
+            .pr
+            .registrations
+            .iter()
+            .position(|r| r.matches(port, rel));
+        let my_key = my_idx
+            .and_then(|i| self.pr.registrations.get(i))
+            .map(|r| r.key);
         let need_type = || -> Result<PrType, Fail> {
             if scope != 0 {
                 return Err(Sense::invalid_cdb(2, Some(7)).into());
@@ -329,9 +342,10 @@ impl LogicalUnit {
                     }
                     Some(r) if r.pr_type.all_registrants() => {
                         if sark == 0 {
-                            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pr.registrations)
-                                .into_iter()
-                                .partition(|x| x.matches(port, rel));
+                            let (mine, others): (Vec<_>, Vec<_>) =
+                                std::mem::take(&mut self.pr.registrations)
+                                    .into_iter()
+                                    .partition(|x| x.matches(port, rel));
                             self.pr.registrations = mine;
                             self.pr.reservation = Some(Reservation {
                                 pr_type: t,
@@ -376,7 +390,11 @@ impl LogicalUnit {
                                     .filter(|x| !x.matches(port, rel))
                                     .cloned()
                                     .collect();
-                                self.ua_registrations(&others, nexus.id, Asc::RESERVATIONS_RELEASED);
+                                self.ua_registrations(
+                                    &others,
+                                    nexus.id,
+                                    Asc::RESERVATIONS_RELEASED,
+                                );
                             }
                         } else if removed.is_empty() {
                             return Err(Fail::Conflict);
@@ -405,10 +423,22 @@ impl LogicalUnit {
         }
     }
 
-    fn register_and_move(&mut self, nexus: &Nexus, rk: u64, sark: u64, p: Fields<'_>, all_tg_pt: bool) -> Exec {
+    fn register_and_move(
+        &mut self,
+        nexus: &Nexus,
+        rk: u64,
+        sark: u64,
+        p: Fields<'_>,
+        all_tg_pt: bool,
+    ) -> Exec {
         let port = nexus.initiator_port.as_str();
         let rel = nexus.relative_port_id;
-        let Some(my_idx) = self.pr.registrations.iter().position(|r| r.matches(port, rel)) else {
+        let Some(my_idx) = self
+            .pr
+            .registrations
+            .iter()
+            .position(|r| r.matches(port, rel))
+        else {
             return Err(Fail::Conflict);
         };
         if self.pr.registrations.get(my_idx).map(|r| r.key) != Some(rk) {
@@ -459,7 +489,12 @@ impl LogicalUnit {
             holder: Some((dest_port, dest_rel)),
         });
         if unreg {
-            if let Some(i) = self.pr.registrations.iter().position(|r| r.matches(port, rel)) {
+            if let Some(i) = self
+                .pr
+                .registrations
+                .iter()
+                .position(|r| r.matches(port, rel))
+            {
                 self.pr.registrations.remove(i);
             }
         }

@@ -81,7 +81,10 @@ impl LogicalUnit {
             return Err(Sense::new(SenseKey::DataProtect, Asc::WRITE_PROTECTED));
         }
         if self.mode.swp {
-            return Err(Sense::new(SenseKey::DataProtect, Asc::SOFTWARE_WRITE_PROTECTED));
+            return Err(Sense::new(
+                SenseKey::DataProtect,
+                Asc::SOFTWARE_WRITE_PROTECTED,
+            ));
         }
         Ok(())
     }
@@ -264,7 +267,11 @@ impl LogicalUnit {
         }
         let last = self.num_blocks.saturating_sub(1);
         let mut d = vec![0u8; 8];
-        put_be(&mut d, 0, &u32::try_from(last).unwrap_or(u32::MAX).to_be_bytes());
+        put_be(
+            &mut d,
+            0,
+            &u32::try_from(last).unwrap_or(u32::MAX).to_be_bytes(),
+        );
         put_be(&mut d, 4, &self.cfg.block_size.to_be_bytes());
         Ok(Task::good(Bytes::from(d)))
     }
@@ -299,6 +306,11 @@ impl LogicalUnit {
                 crate::io::Step::Io(_) => Err(Sense::illegal(Asc::INVALID_FIELD_IN_CDB).into()),
             };
         }
-        Ok(Task::lba_status(lba, self.num_blocks, self.cfg.block_size, alloc))
+        Ok(Task::lba_status(
+            lba,
+            self.num_blocks,
+            self.cfg.block_size,
+            alloc,
+        ))
     }
 }

@@ -59,7 +59,13 @@ impl LogicalUnit {
         Ok(Task::good(d))
     }
 
-    pub(crate) fn mode_select(&mut self, nexus: &Nexus, cdb: Fields<'_>, cmd: &Command, ten: bool) -> Exec {
+    pub(crate) fn mode_select(
+        &mut self,
+        nexus: &Nexus,
+        cdb: Fields<'_>,
+        cmd: &Command,
+        ten: bool,
+    ) -> Exec {
         let plen = if ten {
             usize::from(cdb.be16(7))
         } else {
@@ -147,12 +153,18 @@ impl LogicalUnit {
                 if !with_sa {
                     return Err(bad_options());
                 }
-                let d = known.iter().find(|d| d.sa.map(u16::from) == Some(sa)).copied();
+                let d = known
+                    .iter()
+                    .find(|d| d.sa.map(u16::from) == Some(sa))
+                    .copied();
                 Self::one_command(d, rctd)
             }
             3 => {
                 let d = if with_sa {
-                    known.iter().find(|d| d.sa.map(u16::from) == Some(sa)).copied()
+                    known
+                        .iter()
+                        .find(|d| d.sa.map(u16::from) == Some(sa))
+                        .copied()
                 } else {
                     known.first().copied()
                 };

@@ -1,0 +1,8 @@
+//! End-to-end tests of the device model: commands run through [`crate::LogicalUnit`] and
+//! [`crate::ScsiTarget`] with an in-memory disk completing the block I/O.
+
+mod harness;
+mod pr;
+mod props;
+mod sbc;
+mod spc;
