@@ -46,7 +46,13 @@ _target_wait_listen() {
     kill -0 "$TARGET_PID" 2>/dev/null || break
     sleep 0.1
   done
-  echo "target did not listen on 127.0.0.1:$TARGET_PORT within ${TARGET_START_TIMEOUT}s; log tail:" >&2
+  if kill -0 "$TARGET_PID" 2>/dev/null; then
+    echo "target did not listen on 127.0.0.1:$TARGET_PORT within ${TARGET_START_TIMEOUT}s; log tail:" >&2
+  else
+    local st=0
+    wait "$TARGET_PID" 2>/dev/null || st=$?
+    echo "target exited (status $st) before listening on 127.0.0.1:$TARGET_PORT; log tail:" >&2
+  fi
   tail -n 30 "$TARGET_LOG" >&2
   return 1
 }
