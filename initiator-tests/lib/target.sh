@@ -65,7 +65,9 @@ _target_start_gateway() {
   local size=$1 f args=()
   [ -x "$GATEWAY_BIN" ] || { echo "gateway binary not found: $GATEWAY_BIN (cargo build --release -p gateway)" >&2; return 1; }
   TARGET_LUN_BASE=0
-  for f in "${TARGET_BACKING[@]}"; do args+=(--lun "$f,size=$size"); done
+  # GATEWAY_LUN_SUFFIX: appended to each --lun PATH (default ",size=SIZE"; set it empty to
+  # pass the pre-created sparse file alone)
+  for f in "${TARGET_BACKING[@]}"; do args+=(--lun "$f${GATEWAY_LUN_SUFFIX-,size=$size}"); done
   "$GATEWAY_BIN" serve --listen "127.0.0.1:$TARGET_PORT" --iqn "$TARGET_IQN" "${args[@]}" \
     --log-level "${GATEWAY_LOG_LEVEL:-debug}" >"$TARGET_LOG" 2>&1 &
   TARGET_PID=$!
