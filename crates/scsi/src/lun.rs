@@ -100,23 +100,24 @@ impl LogicalUnit {
                 return check(Sense::unit_attention(asc));
             }
         }
-        let desc = match lookup(&self.table, cmd.cdb) {
-            Lookup::Found(d) => d.clone(),
+        let (which, class, reserve6_allowed, cdb) = match lookup(&self.table, cmd.cdb) {
+            Lookup::Found(d) => {
+                let Some(cdb) = cmd.cdb.get(..d.cdb_len()) else {
+                    return check(Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU));
+                };
+                if let Err(s) = d.check_reserved(cdb) {
+                    return check(s);
+                }
+                (d.cmd, d.pr_class, d.reserve6_allowed, Fields(cdb))
+            }
             Lookup::UnknownOpcode => return check(Sense::invalid_opcode()),
             Lookup::UnknownServiceAction => return check(Sense::invalid_cdb(1, Some(4))),
         };
-        let Some(cdb) = cmd.cdb.get(..desc.cdb_len()) else {
-            return check(Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU));
-        };
-        if let Err(s) = desc.check_reserved(cdb) {
-            return check(s);
-        }
-        let cdb = Fields(cdb);
-        let data_out_len = crate::commands::sbc::data_out_len(desc.cmd, cdb, self.cfg.block_size);
-        let result = if self.conflicts(nexus, &desc, cdb) {
+        let data_out_len = crate::commands::sbc::data_out_len(which, cdb, self.cfg.block_size);
+        let result = if self.conflicts(nexus, which, class, reserve6_allowed, cdb) {
             Err(Fail::Conflict)
         } else {
-            self.execute(nexus, cmd, desc.cmd, cdb)
+            self.execute(nexus, cmd, which, cdb)
         };
         let mut task = match result {
             Ok(t) => t,
@@ -127,13 +128,20 @@ impl LogicalUnit {
         task
     }
 
-    fn conflicts(&self, nexus: &Nexus, desc: &CmdDesc, cdb: Fields<'_>) -> bool {
+    fn conflicts(
+        &self,
+        nexus: &Nexus,
+        which: Cmd,
+        class: PrClass,
+        reserve6_allowed: bool,
+        cdb: Fields<'_>,
+    ) -> bool {
         if let Some(holder) = self.reserve6 {
-            if holder != nexus.id && !desc.reserve6_allowed {
+            if holder != nexus.id && !reserve6_allowed {
                 return true;
             }
         }
-        let class = match desc.cmd {
+        let class = match which {
             Cmd::StartStopUnit => {
                 if cdb.u8(4) & 0x01 != 0 && cdb.u8(4) >> 4 == 0 {
                     PrClass::Allowed
@@ -144,7 +152,7 @@ impl LogicalUnit {
             Cmd::Reserve6 | Cmd::Release6 | Cmd::Reserve10 | Cmd::Release10 => {
                 return self.pr.reservation.is_some();
             }
-            _ => desc.pr_class,
+            _ => class,
         };
         pr_conflicts(&self.pr, nexus, class)
     }

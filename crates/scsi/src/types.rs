@@ -40,7 +40,9 @@ pub struct LunConfig {
     pub max_unmap_blocks: u32,
     /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
     pub max_unmap_descriptors: u32,
-    /// MAXIMUM WRITE SAME LENGTH in blocks (0 = no limit).
+    /// MAXIMUM WRITE SAME LENGTH in blocks (0 = no limit). Keep it below 65536 unless
+    /// `max_transfer_blocks` is at least 65536: libiscsi's WriteSame16.Unmap test writes
+    /// that many blocks with one WRITE(16) when the limit allows it.
     pub max_write_same_blocks: u64,
     /// Rotating medium; false reports a MEDIUM ROTATION RATE of 1 (non-rotating).
     pub rotational: bool,
@@ -63,7 +65,7 @@ impl Default for LunConfig {
             optimal_transfer_blocks: 256,
             max_unmap_blocks: 1024 * 1024,
             max_unmap_descriptors: 256,
-            max_write_same_blocks: 1024 * 1024,
+            max_write_same_blocks: 65535,
             rotational: false,
         }
     }

@@ -177,10 +177,12 @@ impl LogicalUnit {
             return Err(Sense::invalid_cdb(len_at, None).into());
         }
         self.check_writable()?;
+        // With UNMAP set the range is deallocated whatever the pattern (as LIO does
+        // and libiscsi expects): LBPRZ makes it read back as zeros.
         let pattern = if ndob {
             None
         } else {
-            Some(Self::data_exact(cmd, self.bs())?)
+            Some(Self::data_exact(cmd, self.bs())?).filter(|_| !unmap)
         };
         Ok(Task::fill(
             lba * self.bs(),
