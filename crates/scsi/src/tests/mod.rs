@@ -2,6 +2,7 @@
 //! [`crate::ScsiTarget`] with an in-memory disk completing the block I/O.
 
 mod harness;
+mod libiscsi;
 mod pr;
 mod props;
 mod sbc;
