@@ -1,0 +1,18 @@
+//! Block engine: an async block device over a regular file or a block device, with all
+//! data I/O through io_uring (see [`engine`]) and O_DIRECT where the filesystem allows.
+//!
+//! [`BlockDevice`] validates every range (inside the device, logical-block aligned) before
+//! anything reaches the kernel, and classifies failures into [`IoFailure`] so the SCSI
+//! layer can map them to sense data. Opening is exclusive: `O_EXCL` for block devices and
+//! an advisory `flock` for files, so two gateways cannot write one backing store.
+
+mod aligned;
+mod device;
+mod engine;
+mod error;
+mod sys;
+
+pub use aligned::{AlignedBuf, BUF_ALIGN};
+pub use device::{BlockDevice, DirectMode, Extent, OpenOptions};
+pub use engine::{Engine, EngineConfig};
+pub use error::{BlockError, IoFailure};

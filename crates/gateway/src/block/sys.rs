@@ -1,0 +1,114 @@
+//! Thin wrappers over the Linux calls the block layer makes outside io_uring: block
+//! device ioctls (size, block sizes, discard, zero-out), `flock`, `lseek(SEEK_DATA/HOLE)`,
+//! and reading queue attributes from sysfs. Every `unsafe` here is one syscall on an fd
+//! we own with pointers to local variables.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+// ioctl request numbers from <linux/fs.h> (generic encoding: x86, arm, riscv).
+const BLKSSZGET: u64 = 0x1268;
+const BLKPBSZGET: u64 = 0x127b;
+const BLKGETSIZE64: u64 = 0x8008_1272;
+const BLKDISCARD: u64 = 0x1277;
+const BLKZEROOUT: u64 = 0x127f;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Size in bytes of a block device.
+pub fn blk_size_bytes(fd: RawFd) -> io::Result<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 to the pointer.
+    cvt(unsafe { libc::ioctl(fd, BLKGETSIZE64 as _, &mut v as *mut u64) })?;
+    Ok(v)
+}
+
+/// Logical block size of a block device.
+pub fn blk_logical_block_size(fd: RawFd) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int to the pointer.
+    cvt(unsafe { libc::ioctl(fd, BLKSSZGET as _, &mut v as *mut libc::c_int) })?;
+    Ok(u32::try_from(v).unwrap_or(512))
+}
+
+/// Physical block size of a block device.
+pub fn blk_physical_block_size(fd: RawFd) -> io::Result<u32> {
+    let mut v: libc::c_uint = 0;
+    // SAFETY: BLKPBSZGET writes one unsigned int to the pointer.
+    cvt(unsafe { libc::ioctl(fd, BLKPBSZGET as _, &mut v as *mut libc::c_uint) })?;
+    Ok(v)
+}
+
+/// Discards `[offset, offset+len)` of a block device.
+pub fn blk_discard(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: BLKDISCARD reads two u64 from the pointer.
+    cvt(unsafe { libc::ioctl(fd, BLKDISCARD as _, range.as_ptr()) })?;
+    Ok(())
+}
+
+/// Zeroes `[offset, offset+len)` of a block device (the kernel picks WRITE ZEROES,
+/// or writes zero pages).
+pub fn blk_zeroout(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: BLKZEROOUT reads two u64 from the pointer.
+    cvt(unsafe { libc::ioctl(fd, BLKZEROOUT as _, range.as_ptr()) })?;
+    Ok(())
+}
+
+/// Takes a non-blocking exclusive advisory lock; `Ok(false)` when someone else holds it.
+pub fn flock_exclusive(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: flock on an fd we own.
+    match cvt(unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `lseek(fd, offset, whence)`; `Ok(None)` for ENXIO (no more data/hole past offset).
+pub fn seek(fd: RawFd, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let off =
+        libc::off64_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: lseek64 on an fd we own; it only moves the file position, which the
+    // engine never uses (all I/O is positional).
+    let r = unsafe { libc::lseek64(fd, off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(r as u64))
+}
+
+/// Major/minor of a dev_t.
+pub fn major_minor(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
+}
+
+/// Reads `/sys/dev/block/M:m/queue/<attr>`, falling back to the parent device's queue
+/// for partitions. `None` when there is no such block device (tmpfs, overlay, ...).
+pub fn queue_attr(dev: u64, attr: &str) -> Option<String> {
+    let (maj, min) = major_minor(dev);
+    let base = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    for dir in [base.join("queue"), base.join("../queue")] {
+        if let Ok(s) = std::fs::read_to_string(dir.join(attr)) {
+            return Some(s.trim().to_string());
+        }
+    }
+    None
+}
+
+/// `queue_attr` parsed as an integer.
+pub fn queue_attr_u64(dev: u64, attr: &str) -> Option<u64> {
+    queue_attr(dev, attr).and_then(|s| s.parse().ok())
+}

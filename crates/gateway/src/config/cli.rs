@@ -1,0 +1,106 @@
+//! The quick command-line flags of `serve` (`--listen`, `--iqn`, `--lun PATH[,size=..]`,
+//! `--advertise`, `--data-dir`) turned into a [`Config`] through the same validation as a
+//! file. `--lun` values are `PATH[,size=SIZE][,serial=SERIAL]`; LUN numbers are 0, 1, ...
+//! in flag order. Without `--lun` the embedded default LUN `<data_dir>/lun0.img` (1 GiB)
+//! is used; without `--iqn` the default target name.
+
+use std::path::PathBuf;
+
+use super::raw::{RawConfig, RawLun, RawServer, RawTarget};
+use super::size::{parse_size, RawSize};
+use super::{
+    resolve, Config, ConfigError, DEFAULT_CLI_DATA_DIR, DEFAULT_LUN_SIZE, DEFAULT_TARGET_IQN,
+};
+
+/// The quick flags, as strings straight from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct QuickFlags {
+    pub listen: Vec<String>,
+    pub advertise: Vec<String>,
+    pub iqn: Option<String>,
+    pub luns: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A parsed `--lun` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunFlag {
+    pub path: PathBuf,
+    pub size: Option<u64>,
+    pub serial: Option<String>,
+}
+
+/// Parses `PATH[,size=SIZE][,serial=SERIAL]`.
+pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
+    let mut parts = s.split(',');
+    let path = parts.next().unwrap_or("");
+    if path.is_empty() {
+        return Err(format!("--lun `{s}`: missing path"));
+    }
+    let mut flag = LunFlag {
+        path: PathBuf::from(path),
+        size: None,
+        serial: None,
+    };
+    for p in parts {
+        match p.split_once('=') {
+            Some(("size", v)) => {
+                flag.size = Some(parse_size(v).map_err(|m| format!("--lun `{s}`: size {m}"))?)
+            }
+            Some(("serial", v)) => flag.serial = Some(v.to_string()),
+            _ => {
+                return Err(format!(
+                    "--lun `{s}`: unknown option `{p}` (expected size=SIZE or serial=SERIAL)"
+                ))
+            }
+        }
+    }
+    Ok(flag)
+}
+
+impl Config {
+    /// Builds and validates a configuration from the quick flags.
+    pub fn from_flags(flags: &QuickFlags) -> Result<Config, ConfigError> {
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CLI_DATA_DIR));
+        let mut luns = Vec::new();
+        for (i, s) in flags.luns.iter().enumerate() {
+            let f =
+                parse_lun_flag(s).map_err(|m| ConfigError::invalid(format!("--lun[{i}]"), m))?;
+            luns.push(RawLun {
+                path: f.path,
+                size: f.size.map(RawSize::Bytes),
+                serial: f.serial,
+                ..RawLun::default()
+            });
+        }
+        if luns.is_empty() {
+            luns.push(RawLun {
+                path: data_dir.join("lun0.img"),
+                size: Some(RawSize::Bytes(DEFAULT_LUN_SIZE)),
+                ..RawLun::default()
+            });
+        }
+        let raw = RawConfig {
+            server: RawServer {
+                listen: (!flags.listen.is_empty()).then(|| flags.listen.clone()),
+                advertise: (!flags.advertise.is_empty()).then(|| flags.advertise.clone()),
+                data_dir: Some(data_dir),
+                naa_company_id: None,
+            },
+            iscsi: Default::default(),
+            target: vec![RawTarget {
+                iqn: flags
+                    .iqn
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TARGET_IQN.to_string()),
+                alias: None,
+                tpgt: None,
+                lun: luns,
+            }],
+        };
+        resolve::resolve(raw, DEFAULT_CLI_DATA_DIR)
+    }
+}
