@@ -35,7 +35,7 @@ pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
     let mut parts = s.split(',');
     let path = parts.next().unwrap_or("");
     if path.is_empty() {
-        return Err(format!("--lun `{s}`: missing path"));
+        return Err(format!("`{s}`: missing path"));
     }
     let mut flag = LunFlag {
         path: PathBuf::from(path),
@@ -45,12 +45,12 @@ pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
     for p in parts {
         match p.split_once('=') {
             Some(("size", v)) => {
-                flag.size = Some(parse_size(v).map_err(|m| format!("--lun `{s}`: size {m}"))?)
+                flag.size = Some(parse_size(v).map_err(|m| format!("`{s}`: size {m}"))?)
             }
             Some(("serial", v)) => flag.serial = Some(v.to_string()),
             _ => {
                 return Err(format!(
-                    "--lun `{s}`: unknown option `{p}` (expected size=SIZE or serial=SERIAL)"
+                    "`{s}`: unknown option `{p}` (expected size=SIZE or serial=SERIAL)"
                 ))
             }
         }

@@ -1,0 +1,255 @@
+//! Config parsing and validation: a good file, the embedded default, quick flags, and
+//! the exact message of each bad case.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use gateway::block::DirectMode;
+use gateway::config::{parse_lun_flag, Config, LunFlag, QuickFlags, DEFAULT_TARGET_IQN};
+use gateway::identity;
+
+fn err(text: &str) -> String {
+    Config::from_toml_str(text, "t.toml")
+        .unwrap_err()
+        .to_string()
+}
+
+fn with_lun(dir: &Path, lun_extra: &str) -> String {
+    format!(
+        "[server]\ndata_dir = \"{}\"\n[[target]]\niqn = \"iqn.2024-01.org.example:storage\"\n[[target.lun]]\npath = \"a.img\"\nsize = \"1M\"\n{lun_extra}\n",
+        dir.display()
+    )
+}
+
+#[test]
+fn good_file() {
+    let d = tempfile::tempdir().unwrap();
+    let dev = d.path().join("existing.img");
+    std::fs::write(&dev, vec![0u8; 4096]).unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:3260", "[::1]:3261", "10.0.0.1"]
+advertise = ["192.0.2.10:3260"]
+data_dir = "{dir}"
+naa_company_id = 0x001405
+
+[iscsi]
+max_burst_length = 262144
+first_burst_length = 65536
+immediate_data = false
+
+[[target]]
+iqn = "IQN.2024-01.Org.Example:Storage"
+alias = "shared storage"
+tpgt = 2
+
+[[target.lun]]
+path = "{dev}"
+serial = "MYSERIAL1"
+vendor = "ACME"
+write_cache = false
+direct = "off"
+
+[[target.lun]]
+path = "data.img"
+size = "1G"
+block_size = 4096
+lun = 5
+naa = "6001405AAAAAAAAAAAAAAAAAAAAAAAAA"
+
+[[target]]
+iqn = "iqn.2024-01.org.example:second"
+[[target.lun]]
+path = "second.img"
+size = 1048576
+read_only = false
+"#,
+        dir = d.path().display(),
+        dev = dev.display()
+    );
+    let c = Config::from_toml_str(&text, "good.toml").unwrap();
+    assert_eq!(c.server.listen.len(), 3);
+    assert_eq!(c.server.listen[2].to_string(), "10.0.0.1:3260");
+    assert_eq!(c.server.advertise[0].to_string(), "192.0.2.10:3260");
+    assert_eq!(c.server.naa_company_id, 0x001405);
+    assert_eq!(c.iscsi.max_burst_length, 262144);
+    assert!(!c.iscsi.immediate_data);
+    assert_eq!(c.iscsi.cmdsn_window, 128);
+    let t = &c.targets[0];
+    assert_eq!(t.iqn, "iqn.2024-01.org.example:storage");
+    assert_eq!(t.tpgt, 2);
+    assert_eq!(t.alias.as_deref(), Some("shared storage"));
+    let l0 = &t.luns[0];
+    assert_eq!(l0.lun, 0);
+    assert_eq!(l0.serial, "MYSERIAL1");
+    assert_eq!(l0.naa, identity::derive_naa(0x001405, "MYSERIAL1"));
+    assert_eq!(l0.vendor, "ACME");
+    assert_eq!(l0.product, "iSCSI LUN");
+    assert_eq!(l0.write_cache, Some(false));
+    assert_eq!(l0.direct, DirectMode::Off);
+    let l5 = &t.luns[1];
+    assert_eq!(l5.lun, 5);
+    assert_eq!(l5.path, d.path().join("data.img"));
+    assert_eq!(l5.size, Some(1 << 30));
+    assert_eq!(l5.block_size, Some(4096));
+    assert_eq!(l5.naa_hex(), "6001405aaaaaaaaaaaaaaaaaaaaaaaaa");
+    assert_eq!(
+        l5.serial,
+        identity::derive_serial("iqn.2024-01.org.example:storage", 5)
+    );
+    assert_eq!(l5.open_options().create_size, Some(1 << 30));
+    assert_eq!(c.targets[1].luns[0].size, Some(1 << 20));
+    // Rendering for check-config works and contains the derived identity.
+    let out = c.to_toml();
+    assert!(out.contains(&l5.serial), "{out}");
+    assert!(out.contains("6001405aaaaaaaaaaaaaaaaaaaaaaaaa"), "{out}");
+}
+
+#[test]
+fn same_config_same_identity() {
+    let d = tempfile::tempdir().unwrap();
+    let text = with_lun(d.path(), "");
+    let a = Config::from_toml_str(&text, "a").unwrap();
+    let b = Config::from_toml_str(&text, "b").unwrap();
+    assert_eq!(a.targets[0].luns[0].serial, b.targets[0].luns[0].serial);
+    assert_eq!(a.targets[0].luns[0].naa, b.targets[0].luns[0].naa);
+    assert_eq!(a.server.listen[0].to_string(), "127.0.0.1:3260");
+    assert_eq!(a.server.advertise, a.server.listen);
+}
+
+#[test]
+fn bad_cases_name_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dd = d.path().display().to_string();
+    let cases: Vec<(String, &str)> = vec![
+        (format!("[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.example:s\"\n[[target.lun]]\npath = \"/nonexistent/x.img\"\n"),
+         "target[0].lun[0].path: file /nonexistent/x.img does not exist and no size given to create it"),
+        (with_lun(d.path(), "pathh = \"x\""), "unknown field `pathh`"),
+        (format!("[server]\nlisten = [\"nope\"]\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"{dd}/a\"\nsize = \"1M\"\n"),
+         "server.listen[0]: `nope` is not an address"),
+        (format!("[server]\nlisten = []\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"{dd}/a\"\nsize = \"1M\"\n"),
+         "server.listen: empty list"),
+        ("[server]\nlisten = [\"127.0.0.1:3260\"]\n".to_string(), "target: no [[target]] defined"),
+        (format!("[[target]]\niqn = \"iqn.2024-13.org.e:s\"\n[[target.lun]]\npath = \"{dd}/a\"\nsize = \"1M\"\n"),
+         "target[0].iqn: `iqn.2024-13.org.e:s` is not a valid iqn name: month"),
+        ("[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n".to_string(), "target[0].lun: no [[target.lun]] defined"),
+        (with_lun(d.path(), "block_size = 1024"), "target[0].lun[0].block_size: 1024 is not supported"),
+        (with_lun(d.path(), "serial = \"has space\""), "target[0].lun[0].serial:"),
+        (with_lun(d.path(), "naa = \"1234\""), "target[0].lun[0].naa:"),
+        (with_lun(d.path(), "vendor = \"WAYTOOLONGVENDOR\""), "target[0].lun[0].vendor:"),
+        (with_lun(d.path(), "lun = 20000"), "target[0].lun[0].lun: 20000 is above"),
+        (with_lun(d.path(), "direct = \"maybe\""), "unknown variant `maybe`"),
+        (format!("[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1Q\"\n"),
+         "target[0].lun[0].size: `1Q`: unknown unit"),
+        (format!("[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = 1000\n"),
+         "target[0].lun[0].size: 1000 bytes is not a positive multiple of 4096"),
+        (format!("[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n[[target.lun]]\npath = \"b\"\nsize = \"1M\"\nlun = 0\n"),
+         "target[0].lun[1].lun: LUN number 0 is used twice"),
+        (format!("[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n"),
+         "target[0].lun[1].path:"),
+        (format!("[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n[[target]]\niqn = \"IQN.2024-01.org.e:s\"\n[[target.lun]]\npath = \"b\"\nsize = \"1M\"\n"),
+         "target[1].iqn: duplicate target name iqn.2024-01.org.e:s"),
+        (format!("[iscsi]\nfirst_burst_length = 2000000\n[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n"),
+         "iscsi.first_burst_length: 2000000 is larger than max_burst_length"),
+        (format!("[iscsi]\ncmdsn_window = 0\n[server]\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n"),
+         "iscsi.cmdsn_window: 0 is outside"),
+        (format!("[server]\nnaa_company_id = 0x1000000\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n"),
+         "server.naa_company_id:"),
+        (format!("[[target]]\niqn = \"iqn.2024-01.org.e:s\"\ntpgt = 0\n[[target.lun]]\npath = \"{dd}/a\"\nsize = \"1M\"\n"),
+         "target[0].tpgt: must be"),
+        (format!("[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"{dd}\"\n"),
+         "is neither a regular file nor a block device"),
+        ("this is = not toml [".to_string(), "t.toml:1:"),
+    ];
+    for (text, want) in cases {
+        let msg = err(&text);
+        assert!(
+            msg.contains(want),
+            "want `{want}` in `{msg}`\n--- config:\n{text}"
+        );
+        assert!(!msg.contains('\n'), "multi-line message: {msg}");
+    }
+}
+
+#[test]
+fn unknown_field_reports_line() {
+    let msg = err("[server]\nlisten = [\"127.0.0.1:3260\"]\nlistne = 1\n");
+    assert!(msg.starts_with("t.toml:3:"), "{msg}");
+}
+
+#[test]
+fn embedded_default() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Config::embedded_default(d.path()).unwrap();
+    assert_eq!(c.server.listen[0].to_string(), "127.0.0.1:3260");
+    assert_eq!(c.targets.len(), 1);
+    assert_eq!(c.targets[0].iqn, DEFAULT_TARGET_IQN);
+    let l = &c.targets[0].luns[0];
+    assert_eq!(l.lun, 0);
+    assert_eq!(l.path, d.path().join("lun0.img"));
+    assert_eq!(l.size, Some(1 << 30));
+    assert_eq!(l.serial, "1437f9ed4b8f659c");
+    assert_eq!(l.naa_hex(), "6525c51e77ba1b1e407c49ecb73b487d");
+}
+
+#[test]
+fn lun_flag_parsing() {
+    assert_eq!(
+        parse_lun_flag("/x,size=1G").unwrap(),
+        LunFlag {
+            path: "/x".into(),
+            size: Some(1 << 30),
+            serial: None
+        }
+    );
+    assert_eq!(
+        parse_lun_flag("/dev/drbd0,serial=ABC").unwrap(),
+        LunFlag {
+            path: "/dev/drbd0".into(),
+            size: None,
+            serial: Some("ABC".into())
+        }
+    );
+    assert!(parse_lun_flag("/x,size=huge").is_err());
+    assert!(parse_lun_flag("/x,colour=red")
+        .unwrap_err()
+        .contains("unknown option"));
+    assert!(parse_lun_flag(",size=1G").is_err());
+}
+
+#[test]
+fn quick_flags() {
+    let d = tempfile::tempdir().unwrap();
+    let flags = QuickFlags {
+        listen: vec!["0.0.0.0:3260".into(), "[::]:3260".into()],
+        advertise: vec!["192.0.2.10".into()],
+        iqn: Some("iqn.2024-01.org.example:Quick".into()),
+        luns: vec![
+            format!("{}/a.img,size=64M", d.path().display()),
+            format!("{}/b.img,size=1G,serial=SER2", d.path().display()),
+        ],
+        data_dir: Some(d.path().to_path_buf()),
+    };
+    let c = Config::from_flags(&flags).unwrap();
+    assert_eq!(c.server.listen.len(), 2);
+    assert_eq!(c.server.advertise[0].to_string(), "192.0.2.10:3260");
+    let t = &c.targets[0];
+    assert_eq!(t.iqn, "iqn.2024-01.org.example:quick");
+    assert_eq!(t.luns[0].lun, 0);
+    assert_eq!(t.luns[0].size, Some(64 << 20));
+    assert_eq!(t.luns[1].lun, 1);
+    assert_eq!(t.luns[1].serial, "SER2");
+    let bad = QuickFlags {
+        luns: vec!["/nonexistent/q.img".into()],
+        ..flags.clone()
+    };
+    let msg = Config::from_flags(&bad).unwrap_err().to_string();
+    assert!(msg.contains("does not exist and no size given"), "{msg}");
+    let bad = QuickFlags {
+        luns: vec!["/x,bogus".into()],
+        ..flags
+    };
+    let msg = Config::from_flags(&bad).unwrap_err().to_string();
+    assert!(msg.starts_with("--lun[0]:"), "{msg}");
+}
