@@ -253,3 +253,38 @@ fn quick_flags() {
     let msg = Config::from_flags(&bad).unwrap_err().to_string();
     assert!(msg.starts_with("--lun[0]:"), "{msg}");
 }
+
+#[test]
+fn example_file_is_valid() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.example.toml");
+    let c = Config::load(&p).unwrap();
+    assert_eq!(c.targets[0].luns.len(), 1);
+    assert_eq!(
+        c.targets[0].luns[0].path,
+        Path::new("/var/lib/iscsi-gateway/lun0.img")
+    );
+}
+
+#[test]
+fn device_dependent_defaults() {
+    use gateway::block::BlockDevice;
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let text = format!(
+        "[server]\ndata_dir = \"{}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a.img\"\nsize = \"1M\"\ndirect = \"off\"\n[[target.lun]]\npath = \"b.img\"\nsize = \"1M\"\nwrite_cache = false\nunmap = false\nblock_size = 4096\ndirect = \"off\"\n",
+        d.path().display()
+    );
+    let c = Config::from_toml_str(&text, "t").unwrap();
+    let (a, b) = (&c.targets[0].luns[0], &c.targets[0].luns[1]);
+    let da = BlockDevice::open(&a.path, &a.open_options()).unwrap();
+    let db = BlockDevice::open(&b.path, &b.open_options()).unwrap();
+    // Buffered files have a volatile cache (the page cache): WCE on by default.
+    assert!(a.write_cache_for(&da));
+    assert!(!a.force_fua(&da));
+    assert!(a.unmap_for(&da));
+    assert_eq!(a.block_size_for(&da), Ok(512));
+    // Configured write-through on a caching backing: every write must be FUA.
+    assert!(!b.write_cache_for(&db));
+    assert!(b.force_fua(&db));
+    assert!(!b.unmap_for(&db));
+    assert_eq!(b.block_size_for(&db), Ok(4096));
+}

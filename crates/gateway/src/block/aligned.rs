@@ -4,6 +4,10 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Number of live `AlignedBuf`s in the process (for metrics and leak tests).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// Alignment of every [`AlignedBuf`]: enough for any logical block size we accept
 /// (512 or 4096) and for the page-granular DMA some devices want.
@@ -42,7 +46,14 @@ impl AlignedBuf {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
+        LIVE.fetch_add(1, Ordering::Relaxed);
         AlignedBuf { ptr, len, layout }
+    }
+
+    /// How many `AlignedBuf`s are alive in this process right now (including those
+    /// owned by in-flight I/O and those inside `Bytes` handed out by reads).
+    pub fn live_count() -> usize {
+        LIVE.load(Ordering::Relaxed)
     }
 
     /// Allocates a buffer holding a copy of `data`.
@@ -85,6 +96,7 @@ impl Drop for AlignedBuf {
     fn drop(&mut self) {
         // SAFETY: ptr was allocated with exactly this layout and is freed only here.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

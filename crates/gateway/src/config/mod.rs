@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::block::{DirectMode, OpenOptions};
+use crate::block::{BlockDevice, DirectMode, OpenOptions};
 
 pub use cli::{parse_lun_flag, LunFlag, QuickFlags};
 pub use names::normalize_iscsi_name;
@@ -201,6 +201,41 @@ impl LunSpec {
             direct: self.direct,
             read_only: self.read_only,
         }
+    }
+
+    /// The WCE bit to report: the configured value, else the device's truth
+    /// ([`BlockDevice::has_volatile_cache`]).
+    pub fn write_cache_for(&self, dev: &BlockDevice) -> bool {
+        self.write_cache.unwrap_or_else(|| dev.has_volatile_cache())
+    }
+
+    /// True when every write must be issued with FUA: WCE is reported off (configured
+    /// `write_cache = false`) but the backing store does have a volatile cache.
+    pub fn force_fua(&self, dev: &BlockDevice) -> bool {
+        !self.write_cache_for(dev) && dev.has_volatile_cache()
+    }
+
+    /// Whether to advertise UNMAP / WRITE SAME unmap: configured (default on) and supported.
+    pub fn unmap_for(&self, dev: &BlockDevice) -> bool {
+        self.unmap.unwrap_or(true) && dev.supports_discard()
+    }
+
+    /// The logical block size to expose: configured or the device's. Errors when the
+    /// configured size is smaller than the device's (O_DIRECT could not honour it) or
+    /// the device capacity is not a whole number of blocks.
+    pub fn block_size_for(&self, dev: &BlockDevice) -> Result<u32, String> {
+        let dev_lbs = dev.logical_block_size();
+        let bs = self.block_size.unwrap_or(dev_lbs);
+        if bs < dev_lbs || !bs.is_multiple_of(dev_lbs) {
+            return Err(format!(
+                "block_size {bs} is smaller than or not a multiple of {}'s logical block size {dev_lbs}",
+                self.path.display()
+            ));
+        }
+        if dev.size_bytes() < u64::from(bs) {
+            return Err(format!("{} is smaller than one block", self.path.display()));
+        }
+        Ok(bs)
     }
 
     /// The NAA designator as 32 lowercase hex digits.
