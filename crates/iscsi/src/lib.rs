@@ -1,2 +1,5 @@
 //! Sans-IO iSCSI (RFC 7143) target protocol: PDU codec, login negotiation, discovery,
 //! and the per-connection session state machine. No sockets, no files, no async runtime.
+
+pub mod digest;
+pub mod pdu;

@@ -1,0 +1,294 @@
+//! Finding PDU boundaries in a byte stream, verifying digests, and classifying errors.
+//!
+//! The framer never buffers or allocates more than the negotiated MaxRecvDataSegmentLength
+//! for one data segment: the length is checked as soon as the 48-byte header is present.
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+
+use super::bhs::{Bhs, BHS_LEN};
+use super::{pad_len, reject_reason, DecodeError, Pdu};
+use crate::digest;
+
+/// Digest settings and our receive limit for the current connection phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameConfig {
+    pub header_digest: bool,
+    pub data_digest: bool,
+    /// Largest data segment we accept (our MaxRecvDataSegmentLength).
+    pub max_recv_data_segment_length: u32,
+}
+
+impl Default for FrameConfig {
+    fn default() -> Self {
+        FrameConfig {
+            header_digest: false,
+            data_digest: false,
+            max_recv_data_segment_length: 8192,
+        }
+    }
+}
+
+/// What the connection must do about a [`FrameError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Framing or integrity of the header is lost: drop the connection.
+    Fatal,
+    /// The PDU is discarded and answered with a Reject carrying its header.
+    Reject { reason: u8, header: Bhs },
+}
+
+/// Errors found while framing or decoding one PDU.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("header digest mismatch (expected {expected:#010x}, got {got:#010x})")]
+    HeaderDigest { expected: u32, got: u32 },
+    #[error("data segment of {len} bytes exceeds MaxRecvDataSegmentLength {max}")]
+    DataSegmentTooLong { len: u32, max: u32 },
+    #[error("data digest mismatch")]
+    DataDigest { header: Bhs },
+    #[error("unknown opcode {opcode:#04x}")]
+    UnknownOpcode { opcode: u8, header: Bhs },
+    #[error("malformed additional header segment")]
+    BadAhs { header: Bhs },
+}
+
+impl FrameError {
+    /// Whether the error can be answered by a Reject or must close the connection.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            FrameError::HeaderDigest { .. } | FrameError::DataSegmentTooLong { .. } => {
+                Disposition::Fatal
+            }
+            FrameError::DataDigest { header } => Disposition::Reject {
+                reason: reject_reason::DATA_DIGEST_ERROR,
+                header: *header,
+            },
+            FrameError::UnknownOpcode { header, .. } => Disposition::Reject {
+                reason: reject_reason::COMMAND_NOT_SUPPORTED,
+                header: *header,
+            },
+            FrameError::BadAhs { header } => Disposition::Reject {
+                reason: reject_reason::INVALID_PDU_FIELD,
+                header: *header,
+            },
+        }
+    }
+}
+
+fn header_of(buf: &[u8]) -> Option<Bhs> {
+    let mut h = [0u8; BHS_LEN];
+    h.copy_from_slice(buf.get(..BHS_LEN)?);
+    Some(Bhs(h))
+}
+
+/// Total length of the PDU at the start of `buf`, or `None` if more bytes are needed.
+/// Checks the data segment limit and (when enough bytes are present) the header digest.
+pub fn frame_len(buf: &[u8], cfg: &FrameConfig) -> Result<Option<usize>, FrameError> {
+    let Some(h) = header_of(buf) else {
+        return Ok(None);
+    };
+    let dsl = h.data_segment_len();
+    if dsl > cfg.max_recv_data_segment_length {
+        return Err(FrameError::DataSegmentTooLong {
+            len: dsl,
+            max: cfg.max_recv_data_segment_length,
+        });
+    }
+    let ahs = h.total_ahs_words() as usize * 4;
+    let head = BHS_LEN + ahs;
+    let hd = if cfg.header_digest { 4 } else { 0 };
+    if cfg.header_digest {
+        if let Some(d) = buf.get(head..head + 4) {
+            let got = digest::from_wire([d[0], d[1], d[2], d[3]]);
+            let expected = digest::crc32c(buf.get(..head).unwrap_or_default());
+            if got != expected {
+                return Err(FrameError::HeaderDigest { expected, got });
+            }
+        }
+    }
+    let dsl = dsl as usize;
+    let dd = if cfg.data_digest && dsl > 0 { 4 } else { 0 };
+    let total = head + hd + dsl + pad_len(dsl) + dd;
+    Ok((buf.len() >= total).then_some(total))
+}
+
+/// Decodes one complete frame (exactly the bytes [`frame_len`] reported).
+pub fn decode_frame(frame: Bytes, cfg: &FrameConfig) -> Result<Pdu, FrameError> {
+    let h = header_of(&frame).ok_or(FrameError::DataSegmentTooLong { len: 0, max: 0 })?;
+    let ahs_len = h.total_ahs_words() as usize * 4;
+    let head = BHS_LEN + ahs_len;
+    let hd = if cfg.header_digest { 4 } else { 0 };
+    if cfg.header_digest {
+        let d = frame.get(head..head + 4).ok_or(FrameError::HeaderDigest {
+            expected: 0,
+            got: 0,
+        })?;
+        let got = digest::from_wire([d[0], d[1], d[2], d[3]]);
+        let expected = digest::crc32c(frame.get(..head).unwrap_or_default());
+        if got != expected {
+            return Err(FrameError::HeaderDigest { expected, got });
+        }
+    }
+    let dsl = h.data_segment_len() as usize;
+    let data_start = head + hd;
+    let padded = dsl + pad_len(dsl);
+    if frame.len() < data_start + padded {
+        return Err(FrameError::DataSegmentTooLong {
+            len: dsl as u32,
+            max: cfg.max_recv_data_segment_length,
+        });
+    }
+    if cfg.data_digest && dsl > 0 {
+        let d = frame
+            .get(data_start + padded..data_start + padded + 4)
+            .ok_or(FrameError::DataDigest { header: h })?;
+        let got = digest::from_wire([d[0], d[1], d[2], d[3]]);
+        let expected = digest::crc32c(
+            frame
+                .get(data_start..data_start + padded)
+                .unwrap_or_default(),
+        );
+        if got != expected {
+            return Err(FrameError::DataDigest { header: h });
+        }
+    }
+    let ahs = frame.get(BHS_LEN..head).unwrap_or_default();
+    let data = frame.slice(data_start..data_start + dsl);
+    Pdu::from_parts(&h, ahs, data).map_err(|e| match e {
+        DecodeError::UnknownOpcode(opcode) => FrameError::UnknownOpcode { opcode, header: h },
+        DecodeError::BadAhs => FrameError::BadAhs { header: h },
+    })
+}
+
+/// Takes the next complete PDU off the front of `buf`. A frame with a recoverable error is
+/// consumed too, so the caller can Reject it and continue; after a fatal error the buffer
+/// state is unspecified.
+pub fn next_pdu(buf: &mut BytesMut, cfg: &FrameConfig) -> Result<Option<Pdu>, FrameError> {
+    let Some(len) = frame_len(buf, cfg)? else {
+        return Ok(None);
+    };
+    let frame = buf.split_to(len).freeze();
+    decode_frame(frame, cfg).map(Some)
+}
+
+/// Cheap entry point for fuzzing: frames and decodes `bytes` repeatedly under both digest
+/// settings. Must never panic.
+pub fn decode_pdu_for_fuzz(bytes: &[u8]) {
+    for (hd, dd) in [(false, false), (true, true)] {
+        let cfg = FrameConfig {
+            header_digest: hd,
+            data_digest: dd,
+            max_recv_data_segment_length: 65536,
+        };
+        let mut buf = BytesMut::from(bytes);
+        for _ in 0..64 {
+            match next_pdu(&mut buf, &cfg) {
+                Ok(Some(p)) => {
+                    let _ = p.to_bytes(hd, dd);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if e.disposition() == Disposition::Fatal {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdu::{NopOut, Pdu};
+
+    fn nop(data: &'static [u8]) -> Pdu {
+        Pdu::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt: 7,
+            ttt: 0xffff_ffff,
+            cmd_sn: 1,
+            exp_stat_sn: 2,
+            data: Bytes::from_static(data),
+        })
+    }
+
+    #[test]
+    fn incomplete_then_complete() {
+        let cfg = FrameConfig::default();
+        let wire = nop(b"hello").to_bytes(false, false);
+        assert_eq!(wire.len(), 48 + 8);
+        for cut in 0..wire.len() {
+            assert_eq!(frame_len(&wire[..cut], &cfg), Ok(None));
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(next_pdu(&mut buf, &cfg), Ok(Some(nop(b"hello"))));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn digests_roundtrip_and_detect() {
+        let cfg = FrameConfig {
+            header_digest: true,
+            data_digest: true,
+            ..FrameConfig::default()
+        };
+        let wire = nop(b"abc").to_bytes(true, true);
+        assert_eq!(wire.len(), 48 + 4 + 4 + 4);
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(next_pdu(&mut buf, &cfg), Ok(Some(nop(b"abc"))));
+
+        let mut bad = BytesMut::from(&wire[..]);
+        bad[20] ^= 1;
+        assert!(matches!(
+            next_pdu(&mut bad, &cfg),
+            Err(FrameError::HeaderDigest { .. })
+        ));
+        let mut bad = BytesMut::from(&wire[..]);
+        bad[53] ^= 1;
+        let e = next_pdu(&mut bad, &cfg).unwrap_err();
+        assert!(matches!(
+            e.disposition(),
+            Disposition::Reject { reason: 2, .. }
+        ));
+        assert!(bad.is_empty(), "recoverable error consumes the frame");
+    }
+
+    #[test]
+    fn oversize_is_fatal_before_data_arrives() {
+        let cfg = FrameConfig::default();
+        let mut h = Bhs::new(0, true);
+        h.set_data_segment_len(8193);
+        let e = frame_len(&h.0, &cfg).unwrap_err();
+        assert_eq!(e.disposition(), Disposition::Fatal);
+    }
+
+    #[test]
+    fn unknown_opcode_rejected() {
+        let cfg = FrameConfig::default();
+        let h = Bhs::new(0x1c, false);
+        let mut buf = BytesMut::from(&h.0[..]);
+        let e = next_pdu(&mut buf, &cfg).unwrap_err();
+        assert!(matches!(
+            e.disposition(),
+            Disposition::Reject { reason: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn ahs_on_wrong_opcode_rejected() {
+        let cfg = FrameConfig::default();
+        let mut h = Bhs::new(0, true);
+        h.set_total_ahs_words(1);
+        let mut v = h.0.to_vec();
+        v.extend_from_slice(&[0, 0, 0, 0]);
+        let mut buf = BytesMut::from(&v[..]);
+        let e = next_pdu(&mut buf, &cfg).unwrap_err();
+        assert!(matches!(
+            e.disposition(),
+            Disposition::Reject { reason: 9, .. }
+        ));
+    }
+}
