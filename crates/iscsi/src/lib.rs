@@ -3,3 +3,4 @@
 
 pub mod digest;
 pub mod pdu;
+pub mod text;
