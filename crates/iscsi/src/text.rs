@@ -75,11 +75,15 @@ pub fn parse(data: &[u8]) -> Result<Vec<Pair>, TextError> {
         if k.len() > MAX_KEY_LEN {
             return Err(TextError::KeyTooLong);
         }
-        let key = std::str::from_utf8(k).map_err(|_| TextError::BadUtf8)?.to_string();
+        let key = std::str::from_utf8(k)
+            .map_err(|_| TextError::BadUtf8)?
+            .to_string();
         if v.len() > MAX_VALUE_LEN {
             return Err(TextError::ValueTooLong(key));
         }
-        let value = std::str::from_utf8(v).map_err(|_| TextError::BadUtf8)?.to_string();
+        let value = std::str::from_utf8(v)
+            .map_err(|_| TextError::BadUtf8)?
+            .to_string();
         if out.iter().any(|p| p.key == key) {
             return Err(TextError::Duplicate(key));
         }
@@ -165,7 +169,10 @@ mod tests {
         let long = format!("{}=1\0", "K".repeat(64));
         assert_eq!(parse(long.as_bytes()), Err(TextError::KeyTooLong));
         let longv = format!("K={}\0", "v".repeat(MAX_VALUE_LEN + 1));
-        assert!(matches!(parse(longv.as_bytes()), Err(TextError::ValueTooLong(_))));
+        assert!(matches!(
+            parse(longv.as_bytes()),
+            Err(TextError::ValueTooLong(_))
+        ));
         assert!(matches!(parse(b"A=1\0A=2\0"), Err(TextError::Duplicate(_))));
         assert_eq!(parse(b"A=\xff\0"), Err(TextError::BadUtf8));
     }
