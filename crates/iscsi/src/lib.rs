@@ -2,7 +2,20 @@
 //! and the per-connection session state machine. No sockets, no files, no async runtime.
 
 pub mod config;
+pub mod connection;
 pub mod digest;
+pub mod discovery;
 pub mod login;
 pub mod pdu;
 pub mod text;
+
+pub use config::{
+    Limits, LoginInfo, LoginPolicy, LoginRejection, ServerConfig, SessionInfo, SessionParams,
+    SessionType, TargetConfig,
+};
+pub use connection::{
+    decode_lun, encode_lun, CloseReason, CommandResponse, Connection, ConnectionError, DataOut,
+    Event, ScsiCommand, TaskAttr, TaskId, TmfFunction, TmfId, TmfRequest, TmfResponseCode,
+};
+pub use login::auth::{AuthStep, Authenticator};
+pub use pdu::decode_pdu_for_fuzz;

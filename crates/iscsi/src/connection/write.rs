@@ -1,0 +1,305 @@
+//! Write data assembly for one task: immediate data, unsolicited Data-Out up to
+//! FirstBurstLength, then R2T-solicited bursts. Validates DataSN, BufferOffset, TTT and
+//! bounds for each Data-Out and tracks which R2Ts are outstanding.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::pdu::ScsiDataOut;
+
+/// A Data-Out that does not fit the transfer state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataOutError {
+    /// The TTT matches no outstanding R2T (answered with Reject, invalid PDU field).
+    UnknownTtt,
+    /// Unsolicited data where none is allowed.
+    UnexpectedUnsolicited,
+    /// DataSN out of sequence.
+    DataSn,
+    /// BufferOffset not where the sequence continues.
+    BufferOffset,
+    /// Data beyond the burst or the expected transfer length.
+    Overflow,
+}
+
+impl DataOutError {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            DataOutError::UnknownTtt => "Data-Out with unknown target transfer tag",
+            DataOutError::UnexpectedUnsolicited => "unsolicited Data-Out not allowed",
+            DataOutError::DataSn => "Data-Out DataSN out of order",
+            DataOutError::BufferOffset => "Data-Out BufferOffset out of order",
+            DataOutError::Overflow => "Data-Out beyond burst or expected length",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct R2tState {
+    ttt: u32,
+    offset: u32,
+    len: u32,
+    next_offset: u32,
+    next_data_sn: u32,
+}
+
+/// A solicitation to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct R2tOut {
+    pub ttt: u32,
+    pub r2t_sn: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteState {
+    edtl: u32,
+    /// Whole payload when it arrived in one piece (zero-copy path).
+    single: Option<Bytes>,
+    buf: BytesMut,
+    received: u32,
+    unsol_open: bool,
+    unsol_next_offset: u32,
+    unsol_next_data_sn: u32,
+    unsol_limit: u32,
+    next_r2t_offset: u32,
+    r2ts: Vec<R2tState>,
+    next_r2t_sn: u32,
+}
+
+impl WriteState {
+    /// `immediate` is the command's immediate data (already checked against `edtl` and
+    /// FirstBurstLength); `unsolicited` whether Data-Out PDUs without R2T follow.
+    pub(crate) fn new(edtl: u32, immediate: Bytes, unsolicited: bool, first_burst: u32) -> Self {
+        let imm = immediate.len() as u32;
+        let mut w = WriteState {
+            edtl,
+            single: None,
+            buf: BytesMut::new(),
+            received: 0,
+            unsol_open: unsolicited,
+            unsol_next_offset: imm,
+            unsol_next_data_sn: 0,
+            unsol_limit: first_burst.min(edtl),
+            next_r2t_offset: imm,
+            r2ts: Vec::new(),
+            next_r2t_sn: 0,
+        };
+        if imm > 0 {
+            w.store(0, &immediate);
+        }
+        w
+    }
+
+    fn store(&mut self, offset: u32, data: &Bytes) {
+        let len = data.len() as u32;
+        if offset == 0 && len == self.edtl && self.received == 0 {
+            self.single = Some(data.clone());
+        } else {
+            if let Some(s) = self.single.take() {
+                self.buf.extend_from_slice(&s);
+            }
+            if self.buf.len() < self.edtl as usize {
+                self.buf.resize(self.edtl as usize, 0);
+            }
+            let (o, e) = (offset as usize, (offset + len) as usize);
+            if let Some(dst) = self.buf.get_mut(o..e) {
+                dst.copy_from_slice(data);
+            }
+        }
+        self.received += len;
+    }
+
+    /// Number of R2Ts issued so far.
+    pub(crate) fn r2t_count(&self) -> u32 {
+        self.next_r2t_sn
+    }
+
+    /// All data received and nothing outstanding.
+    pub(crate) fn complete(&self) -> bool {
+        !self.unsol_open && self.r2ts.is_empty() && self.next_r2t_offset >= self.edtl
+    }
+
+    /// The assembled payload (EDTL bytes).
+    pub(crate) fn take(&mut self) -> Bytes {
+        match self.single.take() {
+            Some(b) => b,
+            None => std::mem::take(&mut self.buf).freeze(),
+        }
+    }
+
+    /// Applies one Data-Out.
+    pub(crate) fn accept(&mut self, d: &ScsiDataOut) -> Result<(), DataOutError> {
+        let len = d.data.len() as u32;
+        if d.ttt == 0xffff_ffff {
+            if !self.unsol_open {
+                return Err(DataOutError::UnexpectedUnsolicited);
+            }
+            if d.data_sn != self.unsol_next_data_sn {
+                return Err(DataOutError::DataSn);
+            }
+            if d.buffer_offset != self.unsol_next_offset {
+                return Err(DataOutError::BufferOffset);
+            }
+            let end = d
+                .buffer_offset
+                .checked_add(len)
+                .ok_or(DataOutError::Overflow)?;
+            if end > self.unsol_limit {
+                return Err(DataOutError::Overflow);
+            }
+            self.store(d.buffer_offset, &d.data);
+            self.unsol_next_offset = end;
+            self.unsol_next_data_sn += 1;
+            if d.final_ {
+                self.unsol_open = false;
+                self.next_r2t_offset = end;
+            }
+            return Ok(());
+        }
+        let idx = self
+            .r2ts
+            .iter()
+            .position(|r| r.ttt == d.ttt)
+            .ok_or(DataOutError::UnknownTtt)?;
+        let r = self.r2ts.get_mut(idx).ok_or(DataOutError::UnknownTtt)?;
+        if d.data_sn != r.next_data_sn {
+            return Err(DataOutError::DataSn);
+        }
+        if d.buffer_offset != r.next_offset {
+            return Err(DataOutError::BufferOffset);
+        }
+        let end = d
+            .buffer_offset
+            .checked_add(len)
+            .ok_or(DataOutError::Overflow)?;
+        if end > r.offset + r.len {
+            return Err(DataOutError::Overflow);
+        }
+        if d.final_ && end != r.offset + r.len {
+            return Err(DataOutError::Overflow);
+        }
+        r.next_offset = end;
+        r.next_data_sn += 1;
+        let done = end == r.offset + r.len;
+        self.store(d.buffer_offset, &d.data);
+        if done {
+            self.r2ts.remove(idx);
+        }
+        Ok(())
+    }
+
+    /// Next R2T to send, if the unsolicited phase is over, data remains unsolicited and fewer
+    /// than `max_outstanding` R2Ts are outstanding. `ttt` is the tag to use.
+    pub(crate) fn next_r2t(
+        &mut self,
+        max_burst: u32,
+        max_outstanding: u32,
+        ttt: u32,
+    ) -> Option<R2tOut> {
+        if self.unsol_open || self.next_r2t_offset >= self.edtl {
+            return None;
+        }
+        if self.r2ts.len() as u32 >= max_outstanding {
+            return None;
+        }
+        let offset = self.next_r2t_offset;
+        let len = max_burst.min(self.edtl - offset);
+        self.next_r2t_offset += len;
+        let r2t_sn = self.next_r2t_sn;
+        self.next_r2t_sn += 1;
+        self.r2ts.push(R2tState {
+            ttt,
+            offset,
+            len,
+            next_offset: offset,
+            next_data_sn: 0,
+        });
+        Some(R2tOut {
+            ttt,
+            r2t_sn,
+            offset,
+            len,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dout(ttt: u32, sn: u32, off: u32, data: &[u8], f: bool) -> ScsiDataOut {
+        ScsiDataOut {
+            final_: f,
+            lun: 0,
+            itt: 1,
+            ttt,
+            exp_stat_sn: 0,
+            data_sn: sn,
+            buffer_offset: off,
+            data: Bytes::copy_from_slice(data),
+        }
+    }
+
+    #[test]
+    fn immediate_unsolicited_r2t() {
+        let mut w = WriteState::new(40, Bytes::from_static(&[1; 8]), true, 16);
+        assert_eq!(
+            w.next_r2t(10, 2, 5),
+            None,
+            "no R2T during unsolicited phase"
+        );
+        w.accept(&dout(0xffff_ffff, 0, 8, &[2; 8], true)).unwrap();
+        let a = w.next_r2t(10, 2, 5).unwrap();
+        assert_eq!((a.offset, a.len, a.r2t_sn), (16, 10, 0));
+        let b = w.next_r2t(10, 2, 6).unwrap();
+        assert_eq!((b.offset, b.len, b.r2t_sn), (26, 10, 1));
+        assert_eq!(w.next_r2t(10, 2, 7), None, "MaxOutstandingR2T");
+        w.accept(&dout(5, 0, 16, &[3; 5], false)).unwrap();
+        assert_eq!(
+            w.accept(&dout(5, 0, 21, &[3; 5], true)),
+            Err(DataOutError::DataSn)
+        );
+        w.accept(&dout(5, 1, 21, &[3; 5], true)).unwrap();
+        let c = w.next_r2t(10, 2, 7).unwrap();
+        assert_eq!((c.offset, c.len), (36, 4));
+        w.accept(&dout(6, 0, 26, &[4; 10], true)).unwrap();
+        w.accept(&dout(7, 0, 36, &[5; 4], true)).unwrap();
+        assert!(w.complete());
+        let data = w.take();
+        assert_eq!(data.len(), 40);
+        assert_eq!(&data[..8], &[1; 8]);
+        assert_eq!(&data[36..], &[5; 4]);
+    }
+
+    #[test]
+    fn errors() {
+        let mut w = WriteState::new(20, Bytes::new(), true, 16);
+        assert_eq!(
+            w.accept(&dout(0xffff_ffff, 0, 4, &[0; 4], false)),
+            Err(DataOutError::BufferOffset)
+        );
+        assert_eq!(
+            w.accept(&dout(0xffff_ffff, 0, 0, &[0; 20], false)),
+            Err(DataOutError::Overflow)
+        );
+        assert_eq!(
+            w.accept(&dout(9, 0, 0, &[0; 4], false)),
+            Err(DataOutError::UnknownTtt)
+        );
+        w.accept(&dout(0xffff_ffff, 0, 0, &[0; 16], true)).unwrap();
+        assert_eq!(
+            w.accept(&dout(0xffff_ffff, 1, 16, &[0; 4], true)),
+            Err(DataOutError::UnexpectedUnsolicited)
+        );
+    }
+
+    #[test]
+    fn single_pdu_is_zero_copy() {
+        let b = Bytes::from(vec![7u8; 32]);
+        let mut w = WriteState::new(32, b.clone(), false, 64);
+        assert!(w.complete());
+        let got = w.take();
+        assert_eq!(got.as_ptr(), b.as_ptr());
+    }
+}
