@@ -11,9 +11,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
 
 /// CRC32C over several slices, as if they were concatenated.
 pub fn crc32c_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    parts
-        .into_iter()
-        .fold(0u32, |crc, p| crc32c::crc32c_append(crc, p))
+    parts.into_iter().fold(0u32, crc32c::crc32c_append)
 }
 
 /// Encodes a digest value the way it travels on the wire.

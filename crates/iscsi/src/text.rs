@@ -60,6 +60,15 @@ fn entry(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
 /// Parses a complete text data segment into entries, in order. Empty entries (stray NULs,
 /// e.g. padding) are skipped. Duplicate keys are an error.
 pub fn parse(data: &[u8]) -> Result<Vec<Pair>, TextError> {
+    parse_inner(data, false)
+}
+
+/// Like [`parse`] but allows repeated keys (SendTargets answers repeat TargetName).
+pub fn parse_multi(data: &[u8]) -> Result<Vec<Pair>, TextError> {
+    parse_inner(data, true)
+}
+
+fn parse_inner(data: &[u8], allow_duplicates: bool) -> Result<Vec<Pair>, TextError> {
     if data.len() > MAX_TEXT_LEN {
         return Err(TextError::TooLong);
     }
@@ -84,10 +93,10 @@ pub fn parse(data: &[u8]) -> Result<Vec<Pair>, TextError> {
         let value = std::str::from_utf8(v)
             .map_err(|_| TextError::BadUtf8)?
             .to_string();
-        if out.iter().any(|p| p.key == key) {
+        if !allow_duplicates && out.iter().any(|p| p.key == key) {
             return Err(TextError::Duplicate(key));
         }
-        if out.len() >= MAX_PAIRS {
+        if !allow_duplicates && out.len() >= MAX_PAIRS {
             return Err(TextError::TooLong);
         }
         out.push(Pair { key, value });

@@ -200,7 +200,7 @@ pub fn encode_lun(lun: u64) -> u64 {
     if lun < 256 {
         lun << 48
     } else {
-        ((0x4000 | (lun & 0x3fff)) as u64) << 48
+        (0x4000 | (lun & 0x3fff)) << 48
     }
 }
 

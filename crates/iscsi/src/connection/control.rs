@@ -322,8 +322,8 @@ impl Connection {
                             && sn_lt(r, t.cmd_sn);
                         if inside && !self.ordered.contains_key(&r) {
                             self.ordered.insert(r, Ordered::Skip);
-                            self.tmf_respond(t.itt, TmfResponseCode::FunctionComplete, holds);
                             self.drain_ordered();
+                            self.tmf_respond(t.itt, TmfResponseCode::FunctionComplete, holds);
                         } else {
                             self.tmf_respond(t.itt, TmfResponseCode::TaskDoesNotExist, holds);
                         }

@@ -175,9 +175,8 @@ impl Login {
 
         let mut answers: Vec<(String, String)> = Vec::new();
         if self.info.is_none() {
-            match self.identify(req, &pairs, policy) {
-                Ok(()) => {}
-                Err(step) => return step,
+            if let Err(step) = self.identify(req, &pairs, policy) {
+                return *step;
             }
         }
         let Some(info) = self.info.clone() else {
@@ -375,18 +374,18 @@ impl Login {
         req: &LoginRequest,
         pairs: &[Pair],
         policy: &dyn LoginPolicy,
-    ) -> Result<(), LoginStep> {
+    ) -> Result<(), Box<LoginStep>> {
         let get = |k: &str| pairs.iter().find(|p| p.key == k).map(|p| p.value.clone());
         let Some(initiator_name) = get("InitiatorName").filter(|n| !n.is_empty()) else {
             warn!("login: InitiatorName missing");
-            return Err(fail(req, 2, 7));
+            return Err(Box::new(fail(req, 2, 7)));
         };
         let session_type = match get("SessionType").as_deref() {
             None | Some("Normal") => SessionType::Normal,
             Some("Discovery") => SessionType::Discovery,
             Some(other) => {
                 warn!(session_type = other, "login: unsupported session type");
-                return Err(fail(req, 2, 9));
+                return Err(Box::new(fail(req, 2, 9)));
             }
         };
         let target_name = match session_type {
@@ -394,11 +393,11 @@ impl Login {
             SessionType::Normal => {
                 let Some(t) = get("TargetName") else {
                     warn!("login: TargetName missing");
-                    return Err(fail(req, 2, 7));
+                    return Err(Box::new(fail(req, 2, 7)));
                 };
                 if self.config.target(&t).is_none() {
                     warn!(target = %t, "login: unknown target");
-                    return Err(fail(req, 2, 3));
+                    return Err(Box::new(fail(req, 2, 3)));
                 }
                 Some(t)
             }
@@ -420,7 +419,7 @@ impl Login {
             }
             Err(r) => {
                 warn!(initiator = %info.initiator_name, ?r, "login refused by policy");
-                Err(rejection(req, r))
+                Err(Box::new(rejection(req, r)))
             }
         }
     }
