@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     decode_lun, sn_le, sn_lt, Connection, Event, Ordered, PendingTmf, Phase, TaskId, TextState,
-    TmfFunction, TmfId, TmfRequest, TmfResponseCode, RESERVED_TAG,
+    TmfFunction, TmfId, TmfRequest, TmfResponseCode, MAX_PENDING_TMFS, RESERVED_TAG,
 };
 use crate::discovery::send_targets;
 use crate::login::negotiate::is_operational;
@@ -288,6 +288,11 @@ impl Connection {
             self.tmf_respond(t.itt, TmfResponseCode::NotSupported, holds);
             return;
         };
+        if self.tmfs.len() >= MAX_PENDING_TMFS {
+            warn!("too many task management requests in flight");
+            self.tmf_respond(t.itt, TmfResponseCode::Rejected, holds);
+            return;
+        }
         if self.tmfs.contains_key(&t.itt) {
             warn!(itt = t.itt, "task management ITT already in use");
             self.tmf_respond(t.itt, TmfResponseCode::Rejected, holds);

@@ -38,6 +38,8 @@ pub(crate) const RESERVED_TAG: u32 = 0xffff_ffff;
 const MAX_REACTIVE_QUEUED: usize = 8192;
 /// Most PDUs handed out per `poll_transmit` call.
 const TRANSMIT_BATCH: usize = 64;
+/// Most task management requests waiting for the gateway at once.
+const MAX_PENDING_TMFS: usize = 32;
 
 /// `a < b` in serial number arithmetic (RFC 1982).
 pub(crate) fn sn_lt(a: u32, b: u32) -> bool {
@@ -503,8 +505,10 @@ impl Connection {
         self.tx.push_back(Outgoing { parts, reactive });
     }
 
+    /// Rejects a PDU. Reject carries ITT 0xffffffff and, like other PDUs with the reserved
+    /// ITT, does not advance StatSN (what libiscsi and open-iscsi assume).
     fn reject(&mut self, reason: u8, header: Bhs) {
-        let sn = self.sn(true);
+        let sn = self.sn(false);
         self.send(
             Pdu::Reject(Reject {
                 reason,
@@ -533,7 +537,7 @@ impl Connection {
         }
         info!(?reason, "closing connection");
         if reason == CloseReason::Shutdown && matches!(self.phase, Phase::FullFeature) {
-            let sn = self.sn(true);
+            let sn = self.sn(false);
             let msg = AsyncMessage {
                 lun: 0,
                 sn,
@@ -554,7 +558,7 @@ impl Connection {
         if !matches!(self.phase, Phase::FullFeature) || self.is_closed() {
             return;
         }
-        let sn = self.sn(true);
+        let sn = self.sn(false);
         let msg = AsyncMessage {
             lun: 0,
             sn,

@@ -834,10 +834,23 @@ fn rejects() {
         })
         .collect();
     assert_eq!(reasons, vec![4, 5, 4]);
+    let Some(Pdu::Reject(last)) = out.last() else {
+        panic!()
+    };
+    let reject_stat_sn = last.sn.stat_sn;
     // the rejected command's CmdSN was consumed
     let c = h.cmd(false, false, 0, Bytes::new(), true);
     h.feed(Pdu::ScsiCommand(c)).unwrap();
-    assert_eq!(h.events().len(), 1);
+    let cmd = h.only_command();
+    h.c.complete_command(cmd.task, CommandResponse::default(), h.now);
+    let out = h.out();
+    let [Pdu::ScsiResponse(r)] = out.as_slice() else {
+        panic!()
+    };
+    assert_eq!(
+        r.sn.stat_sn, reject_stat_sn,
+        "Reject does not advance StatSN"
+    );
 }
 
 #[test]
