@@ -1269,3 +1269,70 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn text_request_continued_by_initiator() {
+    let mut h = H::new(Limits::default());
+    h.std_login();
+    let mut req = TextRequest {
+        immediate: true,
+        final_: false,
+        cont: true,
+        lun: 0,
+        itt: 41,
+        ttt: RESERVED_TAG,
+        cmd_sn: h.cmd_sn,
+        exp_stat_sn: 0,
+        data: Bytes::from_static(b"SendTar"),
+    };
+    h.feed(Pdu::TextRequest(req.clone())).unwrap();
+    let out = h.out();
+    let [Pdu::TextResponse(ack)] = out.as_slice() else {
+        panic!()
+    };
+    assert!(!ack.final_ && ack.data.is_empty() && ack.ttt != RESERVED_TAG);
+    req.cont = false;
+    req.final_ = true;
+    req.ttt = ack.ttt;
+    req.data = Bytes::from_static(b"gets=All\0");
+    h.feed(Pdu::TextRequest(req.clone())).unwrap();
+    let out = h.out();
+    let [Pdu::TextResponse(r)] = out.as_slice() else {
+        panic!()
+    };
+    assert!(r.final_);
+    assert!(r
+        .data
+        .starts_with(b"TargetName=iqn.2024-01.org.example:disk1\0"));
+    // a stale TTT is rejected
+    h.feed(Pdu::TextRequest(req)).unwrap();
+    assert!(matches!(
+        h.out().as_slice(),
+        [Pdu::Reject(Reject { reason: 9, .. })]
+    ));
+}
+
+#[test]
+fn immediate_data_rules() {
+    let mut h = H::new(Limits::default());
+    h.login(&["ImmediateData=No", "InitialR2T=Yes"]);
+    let c = h.cmd(false, true, 512, Bytes::from(vec![0; 512]), true);
+    h.feed(Pdu::ScsiCommand(c)).unwrap();
+    assert!(matches!(
+        h.out().as_slice(),
+        [Pdu::Reject(Reject { reason: 4, .. })]
+    ));
+    let c = h.cmd(false, true, 512, Bytes::new(), false);
+    h.feed(Pdu::ScsiCommand(c)).unwrap();
+    assert!(
+        matches!(h.out().as_slice(), [Pdu::Reject(Reject { reason: 4, .. })]),
+        "unsolicited with InitialR2T=Yes"
+    );
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn connection_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Connection>();
+}
