@@ -4,3 +4,5 @@
 pub mod block;
 pub mod config;
 pub mod identity;
+pub mod net;
+pub mod server;

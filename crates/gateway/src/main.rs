@@ -11,8 +11,6 @@
 //! SIGINT/SIGTERM send `true` on the shutdown watch channel; the process exits 0 once
 //! `server::run` returns.
 
-mod server;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 // Re-exported at the crate root so `server` (and `net/`) can say `crate::config`,
 // `crate::block`, `crate::identity`.
 #[allow(unused_imports)]
-use gateway::{block, config, identity};
+use gateway::{block, config, identity, server};
 
 use config::{Config, QuickFlags, DEFAULT_CLI_DATA_DIR};
 

@@ -1,0 +1,400 @@
+//! One TCP connection: owns the socket and its sans-IO `iscsi::Connection`, spawns a tokio
+//! task per SCSI command (so a session's commands run concurrently on the backend), feeds
+//! completions, task management and timer ticks back, and writes what the protocol queues
+//! with vectored writes (headers and payload slices, no copies of the data).
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use iscsi::{
+    CloseReason, CommandResponse, Connection, DataOut, Event, LoginInfo, LoginPolicy,
+    LoginRejection, ScsiCommand, SessionInfo, SessionType, TaskId, TmfFunction, TmfRequest,
+    TmfResponseCode,
+};
+use scsi::{Nexus, ResetKind};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::net::exec::{CommandInput, TargetRuntime};
+use crate::net::registry::{Control, Registration};
+use crate::net::targets::RELATIVE_PORT_ID;
+use crate::net::ServerContext;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 256 * 1024;
+/// A peer that does not take our responses within this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The iSCSI initiator port name of a session (RFC 7143 §10.1.2: name + ",i,0x" + ISID).
+pub fn initiator_port_name(initiator: &str, isid: &[u8; 6]) -> String {
+    let hex: String = isid.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{initiator},i,0x{hex}")
+}
+
+/// Login decisions that need gateway-wide state.
+struct Policy<'a> {
+    ctx: &'a ServerContext,
+}
+
+impl LoginPolicy for Policy<'_> {
+    fn check(&self, req: &LoginInfo) -> Result<u16, LoginRejection> {
+        let registry = &self.ctx.registry;
+        if req.session_type == SessionType::Discovery {
+            return Ok(registry.allocate_tsih());
+        }
+        let Some(target) = req.target_name.as_deref() else {
+            return Err(LoginRejection::TargetNotFound);
+        };
+        if self.ctx.targets.get(target).is_none() {
+            return Err(LoginRejection::TargetNotFound);
+        }
+        if req.tsih == 0 {
+            return Ok(registry.allocate_tsih());
+        }
+        // A non-zero TSIH names an existing session (connection reinstatement).
+        let port = initiator_port_name(&req.initiator_name, &req.isid);
+        match registry.live_tsih(&port, target) {
+            Some(t) if t == req.tsih => Ok(t),
+            _ => Err(LoginRejection::SessionDoesNotExist),
+        }
+    }
+}
+
+/// A normal session in full feature phase.
+struct Session {
+    registration: Registration,
+    nexus: Arc<Nexus>,
+    target: Arc<TargetRuntime>,
+}
+
+struct InFlight {
+    lun: u64,
+    handle: AbortHandle,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve_connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conn = Connection::new(ctx.iscsi.clone(), std::time::Instant::now());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(TaskId, CommandResponse)>();
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out: Vec<Bytes> = Vec::new();
+    let mut session: Option<Session> = None;
+    let mut in_flight: HashMap<TaskId, InFlight> = HashMap::new();
+    debug!(%peer, "connection accepted");
+
+    let end = loop {
+        // Everything the protocol queued goes out before we wait again.
+        while conn.poll_transmit(&mut out) {}
+        if !out.is_empty() {
+            match tokio::time::timeout(WRITE_TIMEOUT, write_all(&mut sock, &mut out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break format!("write failed: {e}"),
+                Err(_) => break "peer does not read its responses".to_owned(),
+            }
+        }
+        if conn.is_closed() {
+            break "closed by protocol".to_owned();
+        }
+        let deadline = conn.poll_timeout().map(Instant::from_std);
+        let now = std::time::Instant::now;
+        tokio::select! {
+            r = read_some(&mut sock, &mut inbuf) => match r {
+                Ok(0) => break "peer closed the connection".to_owned(),
+                Ok(_) => {
+                    let policy = Policy { ctx: &ctx };
+                    if let Err(e) = conn.handle_input(&mut inbuf, &policy, now()) {
+                        warn!(%peer, error = %e, "dropping connection");
+                        while conn.poll_transmit(&mut out) {}
+                        let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut sock, &mut out)).await;
+                        break format!("protocol error: {e}");
+                    }
+                }
+                Err(e) => break format!("read failed: {e}"),
+            },
+            Some((task, resp)) = done_rx.recv() => {
+                if in_flight.remove(&task).is_some() {
+                    conn.complete_command(task, resp, now());
+                }
+            }
+            Some(ctl) = ctl_rx.recv() => match ctl {
+                Control::Close(why) => {
+                    info!(%peer, why, "closing session");
+                    conn.close(CloseReason::Reinstated);
+                }
+                Control::AbortAll => {
+                    // PREEMPT AND ABORT from another nexus: the tasks end without status
+                    // (TAS=0); the initiator recovers them with task management.
+                    for (_, t) in in_flight.drain() {
+                        t.handle.abort();
+                    }
+                }
+            },
+            _ = sleep_until(deadline) => conn.handle_timeout(now()),
+            _ = shutdown.changed() => {
+                conn.close(CloseReason::Shutdown);
+            }
+        }
+        while let Some(ev) = conn.poll_event() {
+            handle_event(
+                ev,
+                &ctx,
+                &mut conn,
+                &mut session,
+                &mut in_flight,
+                &done_tx,
+                &ctl_tx,
+                peer,
+            );
+        }
+    };
+
+    for (_, t) in in_flight.drain() {
+        t.handle.abort();
+    }
+    if let Some(s) = session {
+        ctx.registry.unregister(&s.registration);
+        lock(&s.target).nexus_gone(s.nexus.id);
+        info!(%peer, initiator = %s.nexus.initiator_port, reason = %end, "session ended");
+    } else {
+        debug!(%peer, reason = %end, "connection ended");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle_event(
+    ev: Event,
+    ctx: &Arc<ServerContext>,
+    conn: &mut Connection,
+    session: &mut Option<Session>,
+    in_flight: &mut HashMap<TaskId, InFlight>,
+    done_tx: &mpsc::UnboundedSender<(TaskId, CommandResponse)>,
+    ctl_tx: &mpsc::UnboundedSender<Control>,
+    peer: SocketAddr,
+) {
+    match ev {
+        Event::SessionEstablished(info) => {
+            if let Some(s) = establish(ctx, &info, ctl_tx) {
+                info!(%peer, initiator = %s.nexus.initiator_port, target = %s.target.name, tsih = info.tsih, "session established");
+                *session = Some(s);
+            } else {
+                info!(%peer, initiator = %info.initiator_name, "discovery session established");
+            }
+        }
+        Event::ScsiCommand(cmd) => {
+            let Some(s) = session.as_ref() else {
+                // The protocol only delivers commands in normal sessions.
+                warn!(%peer, "SCSI command outside a normal session ignored");
+                return;
+            };
+            let task = cmd.task;
+            let lun = cmd.lun;
+            let handle = spawn_command(ctx, s, cmd, done_tx.clone());
+            in_flight.insert(task, InFlight { lun, handle });
+        }
+        Event::TaskManagement(req) => {
+            let code = task_management(&req, session.as_ref(), in_flight);
+            conn.complete_task_management(req.id, code, std::time::Instant::now());
+        }
+        Event::Logout { reason } => debug!(%peer, reason, "logout requested"),
+    }
+}
+
+fn establish(
+    ctx: &ServerContext,
+    info: &SessionInfo,
+    ctl_tx: &mpsc::UnboundedSender<Control>,
+) -> Option<Session> {
+    if info.session_type != SessionType::Normal {
+        return None;
+    }
+    let target_name = info.target_name.as_deref()?;
+    let target = ctx.targets.get(target_name)?.clone();
+    let port = initiator_port_name(&info.initiator_name, &info.isid);
+    let registration = ctx
+        .registry
+        .register(&port, target_name, info.tsih, ctl_tx.clone());
+    let nexus = Arc::new(Nexus {
+        id: registration.nexus_id,
+        initiator_port: port,
+        initiator_name: info.initiator_name.clone(),
+        relative_port_id: RELATIVE_PORT_ID,
+    });
+    Some(Session {
+        registration,
+        nexus,
+        target,
+    })
+}
+
+fn spawn_command(
+    ctx: &Arc<ServerContext>,
+    s: &Session,
+    cmd: ScsiCommand,
+    done: mpsc::UnboundedSender<(TaskId, CommandResponse)>,
+) -> AbortHandle {
+    let target = s.target.clone();
+    let nexus = s.nexus.clone();
+    let ctx = ctx.clone();
+    let task = cmd.task;
+    let (data_out, too_large) = match cmd.data_out {
+        DataOut::None => (Bytes::new(), false),
+        DataOut::Complete(b) => (b, false),
+        DataOut::TooLarge => (Bytes::new(), true),
+    };
+    let input = CommandInput {
+        lun: cmd.lun,
+        cdb: cmd.cdb,
+        data_out,
+        data_out_too_large: too_large,
+        expected_data_in_len: cmd.expected_data_in_len,
+        attr: match cmd.attr {
+            iscsi::TaskAttr::Ordered => scsi::TaskAttr::Ordered,
+            iscsi::TaskAttr::HeadOfQueue => scsi::TaskAttr::HeadOfQueue,
+            iscsi::TaskAttr::Aca => scsi::TaskAttr::Aca,
+            iscsi::TaskAttr::Untagged | iscsi::TaskAttr::Simple => scsi::TaskAttr::Simple,
+        },
+    };
+    tokio::spawn(async move {
+        let resp = target.execute(&nexus, input).await;
+        if resp.pr_state_changed {
+            debug!(target = %target.name, "persistent reservation state changed");
+        }
+        if !resp.abort_nexuses.is_empty() {
+            let others: Vec<u64> = resp
+                .abort_nexuses
+                .iter()
+                .copied()
+                .filter(|id| *id != nexus.id)
+                .collect();
+            ctx.registry.send_to_nexuses(&others, Control::AbortAll);
+        }
+        let _ = done.send((
+            task,
+            CommandResponse {
+                status: resp.status,
+                sense: resp.sense,
+                data_in: resp.data_in,
+                data_out_len: resp.data_out_len,
+            },
+        ));
+    })
+    .abort_handle()
+}
+
+/// Carries out a task management function for this session and says how it went. Aborted
+/// tasks end here; the protocol then drops them and sends no status for them.
+fn task_management(
+    req: &TmfRequest,
+    session: Option<&Session>,
+    in_flight: &mut HashMap<TaskId, InFlight>,
+) -> TmfResponseCode {
+    let Some(s) = session else {
+        return TmfResponseCode::Rejected;
+    };
+    let lun_exists = lock(&s.target).lun(req.lun).is_some();
+    let mut abort_where = |pred: &dyn Fn(&InFlight) -> bool| {
+        in_flight.retain(|_, t| {
+            if pred(t) {
+                t.handle.abort();
+                false
+            } else {
+                true
+            }
+        });
+    };
+    match req.function {
+        TmfFunction::AbortTask => {
+            if let Some(t) = req.referenced_task.and_then(|id| in_flight.remove(&id)) {
+                t.handle.abort();
+            }
+            TmfResponseCode::FunctionComplete
+        }
+        TmfFunction::AbortTaskSet | TmfFunction::ClearTaskSet => {
+            if !lun_exists {
+                return TmfResponseCode::LunDoesNotExist;
+            }
+            abort_where(&|t| t.lun == req.lun);
+            TmfResponseCode::FunctionComplete
+        }
+        TmfFunction::LogicalUnitReset => {
+            if !lun_exists {
+                return TmfResponseCode::LunDoesNotExist;
+            }
+            abort_where(&|t| t.lun == req.lun);
+            if let Some(lu) = lock(&s.target).lun_mut(req.lun) {
+                lu.reset(ResetKind::LunReset);
+            }
+            info!(lun = req.lun, initiator = %s.nexus.initiator_port, "logical unit reset");
+            TmfResponseCode::FunctionComplete
+        }
+        TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
+            abort_where(&|_| true);
+            lock(&s.target).reset(ResetKind::TargetReset);
+            info!(initiator = %s.nexus.initiator_port, function = ?req.function, "target reset");
+            TmfResponseCode::FunctionComplete
+        }
+        TmfFunction::ClearAca => TmfResponseCode::NotSupported,
+        TmfFunction::TaskReassign => TmfResponseCode::ReassignmentNotSupported,
+    }
+}
+
+fn lock(target: &TargetRuntime) -> std::sync::MutexGuard<'_, scsi::ScsiTarget> {
+    target.scsi.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_some(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    sock.read_buf(buf).await
+}
+
+/// Writes every buffer in `out` (vectored), leaving it empty.
+async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, out: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < out.len() {
+        let slices: Vec<IoSlice<'_>> = out[first..]
+            .iter()
+            .take(64)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(b) = out.get_mut(first) else { break };
+            if n >= b.len() {
+                n -= b.len();
+                first += 1;
+            } else {
+                b.advance(n);
+                n = 0;
+            }
+        }
+        while out.get(first).is_some_and(|b| b.is_empty()) {
+            first += 1;
+        }
+    }
+    out.clear();
+    w.flush().await
+}

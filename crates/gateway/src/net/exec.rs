@@ -1,0 +1,176 @@
+//! Runs one SCSI command: starts a `scsi::Task` under the target's lock, performs the block
+//! I/O it asks for on the LUN's `BlockDevice`, and returns the final `scsi::Response`.
+//!
+//! COMPARE AND WRITE and ORWRITE need atomicity against every other command on the LUN, so
+//! each LUN carries a reader/writer gate: ordinary commands hold it shared for their I/O,
+//! exclusive tasks hold it alone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use scsi::{BlockRequest, IoCompletion, IoErrorKind, MediumOp, Nexus, Response, ScsiTarget, Step};
+use tokio::sync::RwLock;
+use tracing::warn;
+
+use crate::block::{BlockDevice, IoFailure};
+
+/// One LUN's backing store and its atomicity gate.
+pub struct LunBackend {
+    pub device: BlockDevice,
+    /// Every write-type request must reach stable storage before completing: the LUN
+    /// reports no volatile write cache, but the backing store has one.
+    force_fua: bool,
+    gate: RwLock<()>,
+}
+
+impl LunBackend {
+    pub fn new(device: BlockDevice, force_fua: bool) -> Self {
+        LunBackend {
+            device,
+            force_fua,
+            gate: RwLock::new(()),
+        }
+    }
+}
+
+/// The SCSI side of one iSCSI target: the device model plus the backends of its LUNs.
+pub struct TargetRuntime {
+    pub name: String,
+    pub scsi: Mutex<ScsiTarget>,
+    pub backends: HashMap<u64, Arc<LunBackend>>,
+}
+
+/// Owned form of a command as it leaves the transport.
+pub struct CommandInput {
+    pub lun: u64,
+    pub cdb: Bytes,
+    pub data_out: Bytes,
+    pub data_out_too_large: bool,
+    pub expected_data_in_len: u32,
+    pub attr: scsi::TaskAttr,
+}
+
+impl TargetRuntime {
+    /// Runs `cmd` for `nexus` to completion.
+    pub async fn execute(&self, nexus: &Nexus, cmd: CommandInput) -> Response {
+        let mut task = {
+            let scsi_cmd = scsi::Command {
+                cdb: &cmd.cdb,
+                data_out: cmd.data_out,
+                data_out_too_large: cmd.data_out_too_large,
+                expected_data_in_len: cmd.expected_data_in_len,
+                attr: cmd.attr,
+            };
+            match self.scsi.lock() {
+                Ok(mut t) => t.start(nexus, cmd.lun, &scsi_cmd),
+                Err(poisoned) => poisoned.into_inner().start(nexus, cmd.lun, &scsi_cmd),
+            }
+        };
+        let mut completion = None;
+        // Fast path: commands that complete without I/O never touch the gate.
+        let first = task.poll(None);
+        let request = match first {
+            Step::Done(resp) => return resp,
+            Step::Io(req) => req,
+        };
+        let Some(backend) = self.backends.get(&cmd.lun) else {
+            // The model asked for I/O on a LUN without a backend: a bug, not an input error.
+            warn!(lun = cmd.lun, "I/O requested for a LUN without a backend");
+            completion = Some(IoCompletion::Error(IoErrorKind::Hardware));
+            return drive(&mut task, completion);
+        };
+        let exclusive = task.needs_exclusive();
+        let _shared;
+        let _exclusive;
+        if exclusive {
+            _exclusive = backend.gate.write().await;
+        } else {
+            _shared = backend.gate.read().await;
+        }
+        let mut next = Some(request);
+        loop {
+            if let Some(req) = next.take() {
+                completion = Some(perform(backend, req).await);
+            }
+            match task.poll(completion.take()) {
+                Step::Done(resp) => return resp,
+                Step::Io(req) => next = Some(req),
+            }
+        }
+    }
+}
+
+/// Drives a task that can no longer perform I/O: every request fails.
+fn drive(task: &mut scsi::Task, mut completion: Option<IoCompletion>) -> Response {
+    for _ in 0..1024 {
+        match task.poll(completion.take()) {
+            Step::Done(resp) => return resp,
+            Step::Io(_) => completion = Some(IoCompletion::Error(IoErrorKind::Hardware)),
+        }
+    }
+    Response::default()
+}
+
+/// Performs one block request and maps the outcome to what the SCSI model understands.
+pub async fn perform(backend: &LunBackend, req: BlockRequest) -> IoCompletion {
+    let dev = &backend.device;
+    let write_through = backend.force_fua
+        && !matches!(
+            req,
+            BlockRequest::Read { .. } | BlockRequest::MappingStatus { .. } | BlockRequest::Flush
+        );
+    let (op, mut result) = match req {
+        BlockRequest::Read { offset, len } => {
+            return match dev.read(offset, len).await {
+                Ok(data) => IoCompletion::Data(data),
+                Err(e) => failure(MediumOp::Read, e),
+            }
+        }
+        BlockRequest::Write { offset, data, fua } => {
+            let fua = fua || backend.force_fua;
+            return match dev.write(offset, data, fua).await {
+                Ok(()) => IoCompletion::Done,
+                Err(e) => failure(MediumOp::Write, e),
+            };
+        }
+        BlockRequest::Flush => (MediumOp::Write, dev.flush().await),
+        BlockRequest::Discard { offset, len } => (MediumOp::Write, dev.discard(offset, len).await),
+        BlockRequest::WriteZeroes { offset, len, unmap } => {
+            (MediumOp::Write, dev.write_zeroes(offset, len, unmap).await)
+        }
+        BlockRequest::MappingStatus { offset, len } => {
+            return match dev.mapping_status(offset, len).await {
+                Ok(extents) => IoCompletion::Mapping(
+                    extents
+                        .into_iter()
+                        .map(|e| scsi::Extent {
+                            offset: e.offset,
+                            len: e.len,
+                            mapped: e.mapped,
+                        })
+                        .collect(),
+                ),
+                Err(e) => failure(MediumOp::Read, e),
+            }
+        }
+    };
+    if write_through && result.is_ok() {
+        result = dev.flush().await;
+    }
+    match result {
+        Ok(()) => IoCompletion::Done,
+        Err(e) => failure(op, e),
+    }
+}
+
+fn failure(op: MediumOp, e: IoFailure) -> IoCompletion {
+    warn!(error = %e, "block I/O failed");
+    IoCompletion::Error(match e {
+        IoFailure::Medium => IoErrorKind::Medium(op),
+        IoFailure::NoSpace => IoErrorKind::NoSpace,
+        IoFailure::Unsupported => IoErrorKind::Unsupported,
+        IoFailure::Gone | IoFailure::Hardware(_) | IoFailure::ReadOnly => IoErrorKind::Hardware,
+        IoFailure::OutOfRange { .. } | IoFailure::Misaligned { .. } => IoErrorKind::Hardware,
+    })
+}

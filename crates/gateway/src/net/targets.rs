@@ -1,0 +1,107 @@
+//! Opens every configured LUN and builds the runtime side of each target: the SCSI device
+//! model (`scsi::ScsiTarget`) and the block backends, keyed by target name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use scsi::{LogicalUnit, LunConfig, ScsiTarget, TargetPort};
+use tracing::info;
+
+use crate::block::BlockDevice;
+use crate::config::{Config, LunSpec, TargetSpec};
+use crate::net::exec::{LunBackend, TargetRuntime};
+
+/// Relative target port id of the single portal group this gateway exposes. The same on
+/// every node, so a failover presents the same port identity.
+pub const RELATIVE_PORT_ID: u16 = 1;
+
+/// Largest transfer, in bytes, one command may carry (VPD 0xB0 MAXIMUM TRANSFER LENGTH and
+/// the iSCSI layer's bound on write data it will accept).
+pub const MAX_TRANSFER_BYTES: u32 = 8 << 20;
+
+/// Every target this gateway serves.
+pub struct TargetSet {
+    targets: HashMap<String, Arc<TargetRuntime>>,
+}
+
+impl TargetSet {
+    /// Opens every LUN of every target; fails with the path and reason of the first that
+    /// cannot be opened.
+    pub fn open(config: &Config) -> anyhow::Result<Self> {
+        let mut targets = HashMap::new();
+        for spec in &config.targets {
+            let rt = open_target(spec).with_context(|| format!("target {}", spec.iqn))?;
+            targets.insert(spec.iqn.clone(), Arc::new(rt));
+        }
+        Ok(TargetSet { targets })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<TargetRuntime>> {
+        self.targets.get(name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<TargetRuntime>> {
+        self.targets.values()
+    }
+}
+
+fn open_target(spec: &TargetSpec) -> anyhow::Result<TargetRuntime> {
+    let port = TargetPort {
+        target_name: spec.iqn.clone(),
+        relative_port_id: RELATIVE_PORT_ID,
+        port_group: spec.tpgt,
+    };
+    let mut luns = Vec::new();
+    let mut backends = HashMap::new();
+    for lun in &spec.luns {
+        let device = BlockDevice::open(&lun.path, &lun.open_options())
+            .with_context(|| format!("LUN {}", lun.lun))?;
+        let cfg = lun_config(lun, &device).with_context(|| format!("LUN {}", lun.lun))?;
+        info!(
+            target = %spec.iqn, lun = lun.lun, path = %lun.path.display(),
+            blocks = cfg.num_blocks, block_size = cfg.block_size, direct = device.is_direct(),
+            write_cache = cfg.write_cache, unmap = cfg.unmap, serial = %cfg.serial, naa = %lun.naa_hex(),
+            "LUN ready"
+        );
+        luns.push((u64::from(lun.lun), LogicalUnit::new(cfg, port.clone())));
+        let force_fua = lun.force_fua(&device);
+        backends.insert(
+            u64::from(lun.lun),
+            Arc::new(LunBackend::new(device, force_fua)),
+        );
+    }
+    Ok(TargetRuntime {
+        name: spec.iqn.clone(),
+        scsi: Mutex::new(ScsiTarget::new(luns)),
+        backends,
+    })
+}
+
+/// The SCSI model's view of one LUN: identity from config, geometry and capabilities from
+/// the opened device.
+fn lun_config(spec: &LunSpec, dev: &BlockDevice) -> anyhow::Result<LunConfig> {
+    let block_size = spec.block_size_for(dev).map_err(anyhow::Error::msg)?;
+    let max_transfer_blocks = MAX_TRANSFER_BYTES / block_size;
+    Ok(LunConfig {
+        block_size,
+        num_blocks: dev.size_bytes() / u64::from(block_size),
+        vendor: spec.vendor.clone(),
+        product: spec.product.clone(),
+        revision: spec.revision.clone(),
+        serial: spec.serial.clone(),
+        naa: spec.naa,
+        // When the device caches but the user asked for write-through, the model reports
+        // WCE=0 and then issues every write with FUA, which keeps the bit truthful.
+        write_cache: spec.write_cache_for(dev),
+        unmap: spec.unmap_for(dev),
+        read_only: spec.read_only || dev.is_read_only(),
+        max_transfer_blocks,
+        optimal_transfer_blocks: (1 << 20) / block_size,
+        max_unmap_blocks: u32::try_from((1u64 << 30) / u64::from(block_size)).unwrap_or(u32::MAX),
+        max_unmap_descriptors: 256,
+        // Below max_transfer_blocks, see the scsi crate's notes on libiscsi's WriteSame16.Unmap.
+        max_write_same_blocks: u64::from(max_transfer_blocks.min(65535)),
+        rotational: dev.is_rotational(),
+    })
+}
