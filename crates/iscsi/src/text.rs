@@ -6,7 +6,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::bytes::complete::{tag, take_till, take_while1};
-use nom::combinator::opt;
 use nom::sequence::{separated_pair, terminated};
 use nom::IResult;
 use thiserror::Error;
@@ -53,8 +52,18 @@ fn is_key_char(c: u8) -> bool {
 fn entry(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
     terminated(
         separated_pair(take_while1(is_key_char), tag("="), take_till(|c| c == 0)),
-        opt(tag("\0")),
+        tag("\0"),
     )(input)
+}
+
+/// Longest value for `key`: RFC 7143 §6.1 caps standard values at 255 bytes; CHAP's binary
+/// values and vendor-specific (X-, X#) keys may be longer.
+fn value_limit(key: &str) -> usize {
+    if key.starts_with("CHAP_") || key.starts_with("X-") || key.starts_with("X#") {
+        MAX_VALUE_LEN
+    } else {
+        MAX_STD_VALUE_LEN
+    }
 }
 
 /// Parses a complete text data segment into entries, in order. Empty entries (stray NULs,
@@ -87,7 +96,7 @@ fn parse_inner(data: &[u8], allow_duplicates: bool) -> Result<Vec<Pair>, TextErr
         let key = std::str::from_utf8(k)
             .map_err(|_| TextError::BadUtf8)?
             .to_string();
-        if v.len() > MAX_VALUE_LEN {
+        if v.len() > value_limit(&key) {
             return Err(TextError::ValueTooLong(key));
         }
         let value = std::str::from_utf8(v)
@@ -165,8 +174,8 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].key, "InitiatorName");
         assert_eq!(p[1].value, "Normal");
-        // missing final NUL is tolerated
-        assert_eq!(parse(b"A=b").unwrap()[0].value, "b");
+        // every pair is NUL-terminated (RFC 7143 §6.1); a missing final NUL is malformed
+        assert_eq!(parse(b"A=b"), Err(TextError::Malformed));
         // empty value is allowed
         assert_eq!(parse(b"SendTargets=\0").unwrap()[0].value, "");
     }
@@ -183,6 +192,14 @@ mod tests {
             Err(TextError::ValueTooLong(_))
         ));
         assert!(matches!(parse(b"A=1\0A=2\0"), Err(TextError::Duplicate(_))));
+        // standard keys stop at 255 bytes; CHAP values may be longer
+        let alias = format!("TargetAlias={}\0", "v".repeat(256));
+        assert!(matches!(
+            parse(alias.as_bytes()),
+            Err(TextError::ValueTooLong(_))
+        ));
+        let chap = format!("CHAP_R=0x{}\0", "a".repeat(1000));
+        assert!(parse(chap.as_bytes()).is_ok());
         assert_eq!(parse(b"A=\xff\0"), Err(TextError::BadUtf8));
     }
 
