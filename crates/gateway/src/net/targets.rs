@@ -98,7 +98,8 @@ fn lun_config(spec: &LunSpec, dev: &BlockDevice) -> anyhow::Result<LunConfig> {
         read_only: spec.read_only || dev.is_read_only(),
         max_transfer_blocks,
         optimal_transfer_blocks: (1 << 20) / block_size,
-        max_unmap_blocks: u32::try_from((1u64 << 30) / u64::from(block_size)).unwrap_or(u32::MAX),
+        // 1 Mi blocks per UNMAP: large enough for LVM, within what libiscsi's BlockLimits test accepts.
+        max_unmap_blocks: 1 << 20,
         max_unmap_descriptors: 256,
         // Below max_transfer_blocks, see the scsi crate's notes on libiscsi's WriteSame16.Unmap.
         max_write_same_blocks: u64::from(max_transfer_blocks.min(65535)),

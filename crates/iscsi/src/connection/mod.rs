@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 pub use api::*;
 
@@ -258,7 +258,7 @@ impl Connection {
                 },
             };
             self.last_rx = now;
-            debug!(?pdu, "rx");
+            trace!(pdu = %crate::pdu::PduSummary(&pdu), "rx");
             if let Err(e) = self.dispatch(pdu, policy, now) {
                 warn!(error = %e, "closing connection");
                 self.phase = Phase::Closed;
@@ -496,7 +496,7 @@ impl Connection {
     // ----- output -----
 
     fn send(&mut self, pdu: Pdu, reactive: bool) {
-        debug!(?pdu, "tx");
+        trace!(pdu = %crate::pdu::PduSummary(&pdu), "tx");
         let mut parts = Vec::with_capacity(3);
         pdu.write_to(self.frame.header_digest, self.frame.data_digest, &mut parts);
         if reactive {

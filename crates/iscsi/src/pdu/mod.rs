@@ -209,3 +209,27 @@ pub fn pad_len(len: usize) -> usize {
 
 #[cfg(test)]
 mod proptests;
+
+/// A one-line description of a PDU for logs: opcode, flags, ITT, the three sequence-number
+/// words (CmdSN/StatSN/ExpCmdSN and friends, by position) and the data length. The data
+/// itself is never printed: a write's payload would flood the log.
+pub struct PduSummary<'a>(pub &'a Pdu);
+
+impl std::fmt::Display for PduSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (h, ahs, data) = self.0.to_parts();
+        write!(
+            f,
+            "op=0x{:02x} flags=0x{:02x} itt=0x{:08x} w20=0x{:08x} w24={} w28={} w32={} ahs={} data={}",
+            h.opcode(),
+            h.flags(),
+            h.itt(),
+            h.u32_20(),
+            h.u32_24(),
+            h.u32_28(),
+            h.u32_32(),
+            ahs.len(),
+            data.len()
+        )
+    }
+}

@@ -237,6 +237,11 @@ impl LogicalUnit {
         self.check_range(lba, nlb)?;
         self.check_writable()?;
         if nlb == 0 {
+            // Zero blocks transfer nothing; data sent anyway means the 8-bit count was
+            // wrapped (e.g. 256 blocks asked for) and must not be read as "nothing to do".
+            if !cmd.data_out.is_empty() || cmd.data_out_too_large {
+                return Err(Sense::invalid_cdb(13, None).into());
+            }
             return Ok(Task::good(Bytes::new()));
         }
         let half = nlb * self.bs();

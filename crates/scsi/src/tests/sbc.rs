@@ -188,6 +188,10 @@ fn compare_and_write() {
     rig.disk.log.clear();
     assert_good(&rig.run(&n, &c, &[]));
     assert!(rig.disk.log.is_empty());
+    // Zero blocks with data (a 256-block request wrapped into the 8-bit field).
+    let r = rig.run(&n, &c, &[b'A'; 2 * 256 * 512]);
+    assert_eq!(field_pointer(&r), Some((true, 13, None)));
+    assert!(rig.disk.log.is_empty());
     let mut small = Rig::with(LunConfig {
         max_transfer_blocks: 8,
         ..cfg()
