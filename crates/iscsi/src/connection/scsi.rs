@@ -216,12 +216,42 @@ impl Connection {
                 Ok(())
             }
             Err(e) => {
-                // ERL 0: sequence errors cannot be recovered within the connection.
-                warn!(itt = d.itt, error = e.describe(), "Data-Out sequence error");
+                // ERL 0 cannot recover the data sequence, but the session can go on: the
+                // PDU is rejected and only this command fails, with ABORTED COMMAND / DATA
+                // PHASE ERROR, so the initiator learns at once instead of by timeout.
+                warn!(
+                    itt = d.itt,
+                    error = e.describe(),
+                    "Data-Out sequence error: command failed"
+                );
                 self.reject(reject_reason::PROTOCOL_ERROR, header);
-                Err(ConnectionError::Protocol(e.describe()))
+                self.fail_undelivered(d.itt, data_phase_error_sense(e.data_phase_ascq()));
+                Ok(())
             }
         }
+    }
+
+    /// Ends a command the gateway has not seen yet with CHECK CONDITION and `sense`. A task
+    /// still waiting for its CmdSN turn is dropped silently (its turn is skipped); the
+    /// initiator then recovers it with task management.
+    fn fail_undelivered(&mut self, itt: u32, sense: Bytes) {
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return;
+        };
+        if task.delivered {
+            return;
+        }
+        if !task.gate_passed && !task.immediate {
+            self.drop_task(itt);
+            return;
+        }
+        task.delivered = true;
+        let response = CommandResponse {
+            status: 0x02,
+            sense: Some(sense),
+            ..CommandResponse::default()
+        };
+        self.complete_command(TaskId(itt), response, self.last_rx);
     }
 
     /// Emits the command once it passed the CmdSN gate and all its data has arrived.
@@ -387,4 +417,15 @@ impl Connection {
         }
         self.maybe_finish_logout();
     }
+}
+
+/// Fixed-format sense data: ABORTED COMMAND, ASC 0x4B (DATA PHASE ERROR family) with `ascq`.
+fn data_phase_error_sense(ascq: u8) -> Bytes {
+    let mut s = [0u8; 18];
+    s[0] = 0x70;
+    s[2] = 0x0B;
+    s[7] = 10;
+    s[12] = 0x4B;
+    s[13] = ascq;
+    Bytes::copy_from_slice(&s)
 }

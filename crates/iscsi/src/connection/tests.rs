@@ -533,7 +533,8 @@ fn data_out_errors() {
     assert_eq!(r.reason, 9);
     assert_eq!(r.data.len(), 48);
     assert_eq!(r.data[0] & 0x3f, 0x05);
-    // wrong DataSN -> fatal
+    // wrong DataSN -> the PDU is rejected and only this command fails (ABORTED COMMAND /
+    // DATA PHASE ERROR); the session goes on.
     let c = h.cmd(false, true, 8192, Bytes::new(), false);
     let itt = c.itt;
     h.feed(Pdu::ScsiCommand(c)).unwrap();
@@ -554,13 +555,36 @@ fn data_out_errors() {
         Bytes::from(vec![0; 4096]),
         true,
     ));
-    assert!(matches!(e, Err(ConnectionError::Protocol(_))));
-    assert!(h.c.is_closed());
+    assert!(e.is_ok());
+    assert!(!h.c.is_closed());
     let out = h.out();
     assert!(matches!(
-        out.last(),
+        out.first(),
         Some(Pdu::Reject(Reject { reason: 4, .. }))
     ));
+    let Some(Pdu::ScsiResponse(resp)) = out.last() else {
+        panic!("expected a SCSI Response, got {out:?}")
+    };
+    assert_eq!(resp.itt, itt);
+    assert_eq!(resp.status, 0x02);
+    // SenseLength (2 bytes) + fixed sense: key ABORTED COMMAND, ASC/ASCQ 4B/00.
+    assert_eq!(resp.data.get(2 + 2).map(|k| k & 0x0f), Some(0x0B));
+    assert_eq!(resp.data.get(2 + 12..2 + 14), Some(&[0x4B, 0x00][..]));
+    assert!(
+        h.events().is_empty(),
+        "the gateway never sees the failed command"
+    );
+    // A later Data-Out for the finished command is an unknown task: Reject, not a drop.
+    h.feed(H::data_out(
+        itt,
+        RESERVED_TAG,
+        2,
+        8192,
+        Bytes::from(vec![0; 512]),
+        true,
+    ))
+    .unwrap();
+    assert!(!h.c.is_closed());
 }
 
 #[test]

@@ -22,6 +22,16 @@ pub(crate) enum DataOutError {
 }
 
 impl DataOutError {
+    /// ASCQ under ASC 0x4B (DATA PHASE ERROR family, SAM/SPC) that describes the error.
+    pub(crate) fn data_phase_ascq(self) -> u8 {
+        match self {
+            DataOutError::UnknownTtt => 0x01, // invalid target port transfer tag received
+            DataOutError::Overflow => 0x02,   // too much write data
+            DataOutError::BufferOffset => 0x05, // data offset error
+            DataOutError::DataSn | DataOutError::UnexpectedUnsolicited => 0x00, // data phase error
+        }
+    }
+
     pub(crate) fn describe(self) -> &'static str {
         match self {
             DataOutError::UnknownTtt => "Data-Out with unknown target transfer tag",

@@ -121,7 +121,16 @@ impl LogicalUnit {
         self.check_transfer(blocks, len_at)?;
         self.check_range(lba, blocks)?;
         self.check_writable()?;
-        let data = Self::data_prefix(cmd, blocks * self.bs())?;
+        // When the transport delivered less than the CDB asks for (iSCSI EDTL below the
+        // transfer length), write only the whole blocks received; the transport reports the
+        // rest as an overflow residual (what libiscsi's Write*Residuals tests and LIO expect).
+        let wanted = blocks * self.bs();
+        let received = (cmd.data_out.len() as u64).min(wanted);
+        let whole = received - received % self.bs();
+        if whole == 0 {
+            return Ok(Task::good(Bytes::new()));
+        }
+        let data = Self::data_prefix(cmd, whole)?;
         // WRITE AND VERIFY: the data must be on the medium before we report success.
         let fua = self.fua(verify || (size != RwSize::B6 && cdb.u8(1) & 0x08 != 0));
         Ok(Task::write(lba * self.bs(), data, fua))

@@ -105,10 +105,14 @@ fn out_of_range_and_protect_fields() {
 fn write_data_out_length_rules() {
     let (mut rig, n) = rig();
     rig.disk.data[..1024].fill(b'a');
-    // Too little data: nothing written.
-    let r = rig.run(&n, &write10(0, 2), &[b'b'; 200]);
-    assert_eq!(sense(&r), (5, 0x0E, 0x03));
+    // Less than one block: nothing written, GOOD (the transport reports the residual).
+    assert_good(&rig.run(&n, &write10(0, 2), &[b'b'; 200]));
     assert!(rig.disk.data[..1024].iter().all(|&x| x == b'a'));
+    // One whole block of the two asked for: only that block is written.
+    assert_good(&rig.run(&n, &write10(0, 2), &[b'b'; 700]));
+    assert!(rig.disk.data[..512].iter().all(|&x| x == b'b'));
+    assert!(rig.disk.data[512..1024].iter().all(|&x| x == b'a'));
+    rig.disk.data[..512].fill(b'a');
     // Too much data: only what the CDB asks for is written.
     assert_good(&rig.run(&n, &write10(0, 1), &[b'b'; 1024]));
     assert!(rig.disk.data[..512].iter().all(|&x| x == b'b'));
