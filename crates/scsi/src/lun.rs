@@ -188,6 +188,7 @@ impl LogicalUnit {
             Cmd::Release6 | Cmd::Release10 => Ok(self.release(nexus)),
             Cmd::PrIn(sa) => self.pr_in(sa, cdb),
             Cmd::PrOut(sa) => self.pr_out(nexus, sa, cdb, cmd),
+            Cmd::ReadDefectData(twelve) => Ok(self.read_defect_data(twelve, cdb)),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod op {
     pub const WRITE_VERIFY_10: u8 = 0x2E;
     pub const VERIFY_10: u8 = 0x2F;
     pub const PRE_FETCH_10: u8 = 0x34;
+    pub const READ_DEFECT_DATA_10: u8 = 0x37;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     pub const WRITE_SAME_10: u8 = 0x41;
     pub const UNMAP: u8 = 0x42;
@@ -52,6 +53,7 @@ pub mod op {
     pub const WRITE_12: u8 = 0xAA;
     pub const WRITE_VERIFY_12: u8 = 0xAE;
     pub const VERIFY_12: u8 = 0xAF;
+    pub const READ_DEFECT_DATA_12: u8 = 0xB7;
 
     /// SERVICE ACTION IN(16): READ CAPACITY(16).
     pub const SA_READ_CAPACITY_16: u8 = 0x10;
@@ -111,6 +113,8 @@ pub enum Cmd {
     Release10,
     PrIn(u8),
     PrOut(u8),
+    /// READ DEFECT DATA(10) (false) or (12) (true).
+    ReadDefectData(bool),
 }
 
 /// CDB flavour of a read/write-class command.
@@ -287,6 +291,18 @@ pub fn build_table(cfg: &LunConfig) -> Vec<CmdDesc> {
             Cmd::WriteSame(B10),
             &[WRITE_SAME_10, ws_unmap, F, F, F, F, 0x1F, F, F, 0],
             Write,
+            false,
+        ),
+        d(
+            Cmd::ReadDefectData(false),
+            &[READ_DEFECT_DATA_10, 0, 0x1F, 0, 0, 0, 0, F, F, 0],
+            Read,
+            false,
+        ),
+        d(
+            Cmd::ReadDefectData(true),
+            &[READ_DEFECT_DATA_12, 0x1F, F, F, F, F, F, F, F, F, 0, 0],
+            Read,
             false,
         ),
         d(

@@ -11,6 +11,10 @@ use bytes::Bytes;
 pub struct LunConfig {
     /// Logical block size in bytes (512 or 4096).
     pub block_size: u32,
+    /// Physical block size of the backing store in bytes (a power-of-two multiple of
+    /// `block_size`), reported as LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT; 0 = same as
+    /// `block_size`.
+    pub physical_block_size: u32,
     /// Capacity in logical blocks.
     pub num_blocks: u64,
     /// T10 vendor identification (up to 8 ASCII characters).
@@ -48,10 +52,22 @@ pub struct LunConfig {
     pub rotational: bool,
 }
 
+impl LunConfig {
+    /// log2(physical / logical block size), 0 when unknown or not a power-of-two multiple.
+    pub fn lbppb_exponent(&self) -> u8 {
+        let (l, p) = (self.block_size.max(1), self.physical_block_size);
+        if p <= l || p % l != 0 || !(p / l).is_power_of_two() {
+            return 0;
+        }
+        (p / l).trailing_zeros().min(15) as u8
+    }
+}
+
 impl Default for LunConfig {
     fn default() -> Self {
         LunConfig {
             block_size: 512,
+            physical_block_size: 0,
             num_blocks: 0,
             vendor: "LINUX".into(),
             product: "iscsi-gateway".into(),

@@ -127,7 +127,8 @@ fn block_limits(cfg: &LunConfig) -> Vec<u8> {
     let mut b = vec![0u8; 0x3C];
     // b[0]: WSNZ = 0, a WRITE SAME of 0 blocks covers the rest of the medium.
     b[1] = max_compare_and_write_blocks(cfg);
-    put_be(&mut b, 2, &1u16.to_be_bytes()); // OPTIMAL TRANSFER LENGTH GRANULARITY
+    let granularity = 1u16 << cfg.lbppb_exponent();
+    put_be(&mut b, 2, &granularity.to_be_bytes()); // OPTIMAL TRANSFER LENGTH GRANULARITY
     let mtb = max_transfer_blocks(cfg);
     put_be(&mut b, 4, &mtb.to_be_bytes());
     put_be(
@@ -139,7 +140,7 @@ fn block_limits(cfg: &LunConfig) -> Vec<u8> {
     if cfg.unmap {
         put_be(&mut b, 16, &cfg.max_unmap_blocks.max(1).to_be_bytes());
         put_be(&mut b, 20, &cfg.max_unmap_descriptors.max(1).to_be_bytes());
-        let gran = (4096 / cfg.block_size.max(1)).max(1);
+        let gran = (cfg.physical_block_size.max(4096) / cfg.block_size.max(1)).max(1);
         put_be(&mut b, 24, &gran.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
         b[28] = 0x80; // UGAVALID, alignment 0
     }

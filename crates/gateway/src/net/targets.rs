@@ -85,6 +85,7 @@ fn lun_config(spec: &LunSpec, dev: &BlockDevice) -> anyhow::Result<LunConfig> {
     let max_transfer_blocks = MAX_TRANSFER_BYTES / block_size;
     Ok(LunConfig {
         block_size,
+        physical_block_size: dev.physical_block_size().max(block_size),
         num_blocks: dev.size_bytes() / u64::from(block_size),
         vendor: spec.vendor.clone(),
         product: spec.product.clone(),

@@ -297,6 +297,7 @@ impl LogicalUnit {
         let mut d = vec![0u8; 32];
         put_be(&mut d, 0, &self.num_blocks.saturating_sub(1).to_be_bytes());
         put_be(&mut d, 8, &self.cfg.block_size.to_be_bytes());
+        d[13] = self.cfg.lbppb_exponent(); // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
         if self.cfg.unmap {
             d[14] = 0x80 | 0x40; // LBPME, LBPRZ
         }

@@ -186,6 +186,20 @@ impl LogicalUnit {
         Task::good(truncate(d, alloc))
     }
 
+    /// READ DEFECT DATA (10)/(12): the LUN has no known defects, so the lists asked for are
+    /// reported valid and empty, in the address format asked for.
+    pub(crate) fn read_defect_data(&self, twelve: bool, cdb: Fields<'_>) -> Task {
+        let (flags, alloc, header_len) = if twelve {
+            (cdb.u8(1), cdb.be32(6) as usize, 8)
+        } else {
+            (cdb.u8(2), usize::from(cdb.be16(7)), 4)
+        };
+        let mut d = vec![0u8; header_len];
+        // PLISTV/GLISTV mirror REQ_PLIST/REQ_GLIST; the defect list length stays 0.
+        d[1] = flags & 0x1F;
+        Task::good(truncate(d, alloc))
+    }
+
     pub(crate) fn reserve(&mut self, nexus: &Nexus) -> Exec {
         match self.reserve6 {
             Some(h) if h != nexus.id => Err(Fail::Conflict),

@@ -492,3 +492,33 @@ fn io_errors_become_sense() {
     rig.disk.unsupported = vec!["flush"];
     assert_good(&rig.run(&n, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]));
 }
+
+#[test]
+fn read_capacity16_reports_physical_block_exponent() {
+    let mut rig = Rig::with(LunConfig {
+        physical_block_size: 4096,
+        ..cfg()
+    });
+    let n = nexus(1);
+    rig.clear_ua(&n);
+    let mut c = rw16(0x9E, 0, 0);
+    c[1] = 0x10;
+    c[13] = 32;
+    let r = rig.run(&n, &c, &[]);
+    assert_good(&r);
+    assert_eq!(
+        r.data_in[13] & 0x0F,
+        3,
+        "8 logical blocks per physical block"
+    );
+    let same = LunConfig {
+        physical_block_size: 512,
+        ..cfg()
+    };
+    assert_eq!(same.lbppb_exponent(), 0);
+    let odd = LunConfig {
+        physical_block_size: 1536,
+        ..cfg()
+    };
+    assert_eq!(odd.lbppb_exponent(), 0);
+}

@@ -48,8 +48,8 @@ fn unsupported_commands_are_invalid_opcode() {
     let mut rig = Rig::new();
     let n = nexus(1);
     rig.clear_ua(&n);
-    // SANITIZE, READ DEFECT DATA(10), PREVENT ALLOW, EXTENDED COPY, RECEIVE COPY RESULTS, MAINTENANCE OUT
-    for op in [0x48u8, 0x37, 0x1E, 0x83, 0x84, 0xA4, 0x7F, 0xB7] {
+    // SANITIZE, PREVENT ALLOW, EXTENDED COPY, RECEIVE COPY RESULTS, MAINTENANCE OUT, 0x7F
+    for op in [0x48u8, 0x1E, 0x83, 0x84, 0xA4, 0x7F] {
         let mut cdb = vec![0u8; 16];
         cdb[0] = op;
         let r = rig.run(&n, &cdb, &[]);
@@ -483,4 +483,22 @@ fn data_out_len_reported_for_residuals() {
     assert_eq!(r.status, crate::status::GOOD);
     assert_eq!(r.data_out_len, Some(1024));
     assert_eq!(rig.run(&n, &read10(0, 1), &[]).data_out_len, None);
+}
+
+#[test]
+fn read_defect_data_reports_empty_valid_lists() {
+    let mut rig = Rig::new();
+    let n = nexus(1);
+    rig.clear_ua(&n);
+    // (10): PLIST + GLIST, long block format, 32 bytes allowed.
+    let r = rig.run(&n, &[0x37, 0, 0x1B, 0, 0, 0, 0, 0, 32, 0], &[]);
+    assert_good(&r);
+    assert_eq!(&r.data_in[..], &[0, 0x1B, 0, 0]);
+    // (12): header of 8 bytes, truncated by the allocation length.
+    let r = rig.run(&n, &[0xB7, 0x10, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &[]);
+    assert_good(&r);
+    assert_eq!(&r.data_in[..], &[0, 0x10, 0, 0, 0, 0]);
+    // Reserved bits are checked like every other CDB.
+    let r = rig.run(&n, &[0x37, 0x01, 0, 0, 0, 0, 0, 0, 32, 0], &[]);
+    assert_eq!(sense(&r), (5, 0x24, 0));
 }
