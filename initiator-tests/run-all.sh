@@ -6,8 +6,8 @@
 #
 # usage: initiator-tests/run-all.sh [--only STEP[,STEP]] [--skip STEP[,STEP]] [--keep-logs DIR]
 #                                   [--no-install] [--list]
-# Steps, in order: install build unit-tests clippy fmt libiscsi-tools qemu bad-input kernel
-#                  libiscsi-compliance
+# Steps, in order: install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input
+#                  kernel libiscsi-compliance   (fuzz: fuzz/run.sh, FUZZ_SECONDS per target)
 # Env: TARGET_KIND=gateway|tgt, CARGO_TARGET_DIR, KI_DIR, PORT_RANGE (default 13260-13999),
 #      STEP_TIMEOUT_<STEP> (seconds, '-' as '_', e.g. STEP_TIMEOUT_libiscsi_compliance=1200).
 set -uo pipefail
@@ -18,8 +18,8 @@ export IT_DIR REPO_DIR
 source "$IT_DIR/lib/common.sh"
 export TARGET_KIND
 
-ALL_STEPS=(install build unit-tests clippy fmt libiscsi-tools qemu bad-input kernel libiscsi-compliance)
-declare -A TIMEOUTS=([install]=900 [build]=1200 [unit-tests]=900 [clippy]=900 [fmt]=120
+ALL_STEPS=(install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input kernel libiscsi-compliance)
+declare -A TIMEOUTS=([install]=900 [build]=1200 [unit-tests]=900 [clippy]=900 [fmt]=120 [fuzz]=900
   [libiscsi-tools]=240 [qemu]=420 [bad-input]=900 [kernel]=1300 [libiscsi-compliance]=1100)
 only="" skip="" keep_logs="" no_install=""
 
@@ -143,6 +143,7 @@ step_unit_tests() {
 }
 step_clippy() { cd "$REPO_DIR" && cargo clippy --workspace --all-targets $(locked) -- -D warnings; }
 step_fmt() { cd "$REPO_DIR" && cargo fmt --all -- --check; }
+step_fuzz() { "$REPO_DIR/fuzz/run.sh"; }
 
 # ---- runner ----------------------------------------------------------------------------------
 declare -A RESULT SECS
