@@ -288,3 +288,12 @@ fn device_dependent_defaults() {
     assert!(!b.unmap_for(&db));
     assert_eq!(b.block_size_for(&db), Ok(4096));
 }
+
+#[test]
+fn embedded_default_with_a_relative_data_dir_is_not_nested() {
+    // `serve` with no arguments uses ./iscsi-gateway-data: the LUN file must land directly in
+    // it, not in iscsi-gateway-data/iscsi-gateway-data.
+    let c = Config::embedded_default(Path::new("iscsi-gateway-data")).unwrap();
+    let l = &c.targets[0].luns[0];
+    assert_eq!(l.path, Path::new("iscsi-gateway-data").join("lun0.img"));
+}

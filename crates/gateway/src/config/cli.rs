@@ -69,8 +69,17 @@ impl Config {
         for (i, s) in flags.luns.iter().enumerate() {
             let f =
                 parse_lun_flag(s).map_err(|m| ConfigError::invalid(format!("--lun[{i}]"), m))?;
+            // On the command line a relative path means relative to the current directory
+            // (config files resolve relative paths against `data_dir` instead).
+            let path = if f.path.is_relative() {
+                std::env::current_dir()
+                    .map(|cwd| cwd.join(&f.path))
+                    .unwrap_or(f.path)
+            } else {
+                f.path
+            };
             luns.push(RawLun {
-                path: f.path,
+                path,
                 size: f.size.map(RawSize::Bytes),
                 serial: f.serial,
                 ..RawLun::default()
@@ -78,7 +87,8 @@ impl Config {
         }
         if luns.is_empty() {
             luns.push(RawLun {
-                path: data_dir.join("lun0.img"),
+                // Resolved against data_dir like any relative LUN path.
+                path: PathBuf::from("lun0.img"),
                 size: Some(RawSize::Bytes(DEFAULT_LUN_SIZE)),
                 ..RawLun::default()
             });

@@ -85,7 +85,11 @@ fn lun_config(spec: &LunSpec, dev: &BlockDevice) -> anyhow::Result<LunConfig> {
     let max_transfer_blocks = MAX_TRANSFER_BYTES / block_size;
     Ok(LunConfig {
         block_size,
-        physical_block_size: dev.physical_block_size().max(block_size),
+        // Reported as one logical block per physical block. The device's own value
+        // (dev.physical_block_size()) is only a performance hint, and with more than one
+        // block per physical block libiscsi's GetLBAStatus.UnmapSingle fails: it asks for
+        // LBA i+1 and expects the first descriptor at i+LBPPB, against SBC-3.
+        physical_block_size: block_size,
         num_blocks: dev.size_bytes() / u64::from(block_size),
         vendor: spec.vendor.clone(),
         product: spec.product.clone(),
