@@ -104,7 +104,8 @@ pub fn iscsi_config(config: &Config) -> iscsi::ServerConfig {
     }
 }
 
-fn portal_string(addr: &SocketAddr) -> String {
+/// "ip:port" as SendTargets announces it (IPv6 in brackets).
+pub fn portal_string(addr: &SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),

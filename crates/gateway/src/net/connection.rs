@@ -87,7 +87,11 @@ pub async fn serve_connection(
     ctx: Arc<ServerContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut conn = Connection::new(ctx.iscsi.clone(), std::time::Instant::now());
+    let config = match sock.local_addr() {
+        Ok(local) => ctx.iscsi_config_for(local),
+        Err(_) => ctx.iscsi.clone(),
+    };
+    let mut conn = Connection::new(config, std::time::Instant::now());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(TaskId, CommandResponse)>();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);

@@ -37,6 +37,13 @@ impl TargetSet {
         Ok(TargetSet { targets })
     }
 
+    /// No targets (for tests of the surrounding plumbing).
+    pub fn empty() -> Self {
+        TargetSet {
+            targets: HashMap::new(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<TargetRuntime>> {
         self.targets.get(name)
     }
