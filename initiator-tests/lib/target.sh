@@ -68,8 +68,10 @@ _target_start_gateway() {
   # GATEWAY_LUN_SUFFIX: appended to each --lun PATH (default ",size=SIZE"; set it empty to
   # pass the pre-created sparse file alone)
   for f in "${TARGET_BACKING[@]}"; do args+=(--lun "$f${GATEWAY_LUN_SUFFIX-,size=$size}"); done
+  # --data-dir in the target's temp dir: reservation state (data-dir/state) stays with this
+  # target instance (kept across its restarts, gone with it), never in the repository.
   "$GATEWAY_BIN" serve --listen "127.0.0.1:$TARGET_PORT" --iqn "$TARGET_IQN" "${args[@]}" \
-    --log-level "${GATEWAY_LOG_LEVEL:-debug}" >"$TARGET_LOG" 2>&1 &
+    --data-dir "$TARGET_WORK/data" --log-level "${GATEWAY_LOG_LEVEL:-debug}" >"$TARGET_LOG" 2>&1 &
   TARGET_PID=$!
   _target_record_pid
   _target_wait_listen

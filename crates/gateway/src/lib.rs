@@ -6,3 +6,4 @@ pub mod config;
 pub mod identity;
 pub mod net;
 pub mod server;
+pub mod state;

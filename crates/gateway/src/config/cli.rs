@@ -98,6 +98,7 @@ impl Config {
                 listen: (!flags.listen.is_empty()).then(|| flags.listen.clone()),
                 advertise: (!flags.advertise.is_empty()).then(|| flags.advertise.clone()),
                 data_dir: Some(data_dir),
+                state_dir: None,
                 naa_company_id: None,
             },
             iscsi: Default::default(),

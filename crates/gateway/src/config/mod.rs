@@ -95,6 +95,9 @@ pub struct ServerSettings {
     pub advertise: Vec<SocketAddr>,
     /// Where relative LUN paths and default LUN files live.
     pub data_dir: PathBuf,
+    /// Where persistent-reservation state is kept (default `<data_dir>/state`). Put it on
+    /// replicated storage so reservations survive a failover.
+    pub state_dir: PathBuf,
     /// 24-bit IEEE company id of derived NAA designators.
     pub naa_company_id: u32,
 }

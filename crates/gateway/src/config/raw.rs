@@ -26,6 +26,7 @@ pub struct RawServer {
     pub listen: Option<Vec<String>>,
     pub advertise: Option<Vec<String>>,
     pub data_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     pub naa_company_id: Option<u32>,
 }
 

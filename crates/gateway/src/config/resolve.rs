@@ -109,10 +109,21 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
     if data_dir.as_os_str().is_empty() {
         return Err(ConfigError::invalid("server.data_dir", "empty path"));
     }
+    // Persistent-reservation state: relative paths are relative to data_dir. On a cluster
+    // this must be on the replicated storage so a takeover finds the same reservations.
+    let state_dir = match raw.state_dir {
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(ConfigError::invalid("server.state_dir", "empty path"))
+        }
+        Some(p) if p.is_relative() => data_dir.join(p),
+        Some(p) => p,
+        None => data_dir.join("state"),
+    };
     Ok(ServerSettings {
         listen,
         advertise,
         data_dir,
+        state_dir,
         naa_company_id,
     })
 }

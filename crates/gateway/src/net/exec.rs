@@ -11,13 +11,18 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use scsi::{BlockRequest, IoCompletion, IoErrorKind, MediumOp, Nexus, Response, ScsiTarget, Step};
 use tokio::sync::RwLock;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::block::{BlockDevice, IoFailure};
+use crate::state::PrStore;
 
 /// One LUN's backing store and its atomicity gate.
 pub struct LunBackend {
     pub device: BlockDevice,
+    /// Where this LUN's persistent-reservation state is saved.
+    pr_store: PrStore,
+    /// Serialises saves, so the last save always writes the newest state.
+    pr_save: tokio::sync::Mutex<()>,
     /// Every write-type request must reach stable storage before completing: the LUN
     /// reports no volatile write cache, but the backing store has one.
     force_fua: bool,
@@ -25,9 +30,11 @@ pub struct LunBackend {
 }
 
 impl LunBackend {
-    pub fn new(device: BlockDevice, force_fua: bool) -> Self {
+    pub fn new(device: BlockDevice, force_fua: bool, pr_store: PrStore) -> Self {
         LunBackend {
             device,
+            pr_store,
+            pr_save: tokio::sync::Mutex::new(()),
             force_fua,
             gate: RwLock::new(()),
         }
@@ -52,8 +59,49 @@ pub struct CommandInput {
 }
 
 impl TargetRuntime {
-    /// Runs `cmd` for `nexus` to completion.
+    /// Runs `cmd` for `nexus` to completion. When it changed the persistent-reservation
+    /// state, that state is on stable storage before the response is returned (a failed
+    /// save turns the response into HARDWARE ERROR: the change could be lost).
     pub async fn execute(&self, nexus: &Nexus, cmd: CommandInput) -> Response {
+        let lun = cmd.lun;
+        let resp = self.run(nexus, cmd).await;
+        if !resp.pr_state_changed {
+            return resp;
+        }
+        match self.save_pr_state(lun).await {
+            Ok(()) => resp,
+            Err(e) => {
+                error!(target = %self.name, lun, error = %e, "cannot save persistent-reservation state");
+                Response {
+                    status: scsi::status::CHECK_CONDITION,
+                    sense: Some(internal_target_failure()),
+                    data_out_len: resp.data_out_len,
+                    ..Response::default()
+                }
+            }
+        }
+    }
+
+    async fn save_pr_state(&self, lun: u64) -> Result<(), String> {
+        let Some(backend) = self.backends.get(&lun) else {
+            return Ok(());
+        };
+        let _serial = backend.pr_save.lock().await;
+        let snapshot = {
+            let t = self.scsi.lock().unwrap_or_else(|p| p.into_inner());
+            t.lun(lun).map(|l| l.pr_state().clone())
+        };
+        let Some(state) = snapshot else {
+            return Ok(());
+        };
+        let store = backend.pr_store.clone();
+        tokio::task::spawn_blocking(move || store.save(&state))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run(&self, nexus: &Nexus, cmd: CommandInput) -> Response {
         let mut task = {
             let scsi_cmd = scsi::Command {
                 cdb: &cmd.cdb,
@@ -173,4 +221,14 @@ fn failure(op: MediumOp, e: IoFailure) -> IoCompletion {
         IoFailure::Gone | IoFailure::Hardware(_) | IoFailure::ReadOnly => IoErrorKind::Hardware,
         IoFailure::OutOfRange { .. } | IoFailure::Misaligned { .. } => IoErrorKind::Hardware,
     })
+}
+
+/// Fixed-format sense: HARDWARE ERROR, INTERNAL TARGET FAILURE (04/44/00).
+fn internal_target_failure() -> Bytes {
+    let mut s = [0u8; 18];
+    s[0] = 0x70;
+    s[2] = 0x04;
+    s[7] = 10;
+    s[12] = 0x44;
+    Bytes::copy_from_slice(&s)
 }

@@ -2,6 +2,7 @@
 //! model (`scsi::ScsiTarget`) and the block backends, keyed by target name.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use tracing::info;
 use crate::block::BlockDevice;
 use crate::config::{Config, LunSpec, TargetSpec};
 use crate::net::exec::{LunBackend, TargetRuntime};
+use crate::state::PrStore;
 
 /// Relative target port id of the single portal group this gateway exposes. The same on
 /// every node, so a failover presents the same port identity.
@@ -31,7 +33,8 @@ impl TargetSet {
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         let mut targets = HashMap::new();
         for spec in &config.targets {
-            let rt = open_target(spec).with_context(|| format!("target {}", spec.iqn))?;
+            let rt = open_target(spec, &config.server.state_dir)
+                .with_context(|| format!("target {}", spec.iqn))?;
             targets.insert(spec.iqn.clone(), Arc::new(rt));
         }
         Ok(TargetSet { targets })
@@ -53,7 +56,7 @@ impl TargetSet {
     }
 }
 
-fn open_target(spec: &TargetSpec) -> anyhow::Result<TargetRuntime> {
+fn open_target(spec: &TargetSpec, state_dir: &Path) -> anyhow::Result<TargetRuntime> {
     let port = TargetPort {
         target_name: spec.iqn.clone(),
         relative_port_id: RELATIVE_PORT_ID,
@@ -71,11 +74,24 @@ fn open_target(spec: &TargetSpec) -> anyhow::Result<TargetRuntime> {
             write_cache = cfg.write_cache, unmap = cfg.unmap, serial = %cfg.serial, naa = %lun.naa_hex(),
             "LUN ready"
         );
-        luns.push((u64::from(lun.lun), LogicalUnit::new(cfg, port.clone())));
+        let mut unit = LogicalUnit::new(cfg, port.clone());
+        let pr_store = PrStore::new(state_dir, &spec.iqn, lun.lun);
+        if let Some(state) = pr_store
+            .load()
+            .with_context(|| format!("LUN {}", lun.lun))?
+        {
+            info!(
+                target = %spec.iqn, lun = lun.lun, registrations = state.registrations.len(),
+                reserved = state.reservation.is_some(), file = %pr_store.path().display(),
+                "persistent reservations restored"
+            );
+            unit.restore_pr_state(state);
+        }
+        luns.push((u64::from(lun.lun), unit));
         let force_fua = lun.force_fua(&device);
         backends.insert(
             u64::from(lun.lun),
-            Arc::new(LunBackend::new(device, force_fua)),
+            Arc::new(LunBackend::new(device, force_fua, pr_store)),
         );
     }
     Ok(TargetRuntime {
