@@ -38,12 +38,25 @@ vm() {
   fi
 }
 
-# KERNEL_RUNS: which VM runs (default all): node1-shared-lvm,node2-sees-vg,fs-and-vpd,digests
-runs=",${KERNEL_RUNS:-node1-shared-lvm,node2-sees-vg,fs-and-vpd,digests},"
+# KERNEL_RUNS: which VM runs (default all): node1-shared-lvm,node2-sees-vg,fs-and-vpd,digests,
+# pr-restart
+runs=",${KERNEL_RUNS:-node1-shared-lvm,node2-sees-vg,fs-and-vpd,digests,pr-restart},"
 want() { [[ $runs == *",$1,"* ]]; }
 want node1-shared-lvm && vm node1-shared-lvm --script "$KI_DIR/scripts/proxmox-shared-lvm.sh"
 want node2-sees-vg && vm node2-sees-vg --initiator iqn.2026-11.test.kernel-initiator:node2 --script "$KI_DIR/scripts/second-node-sees-vg.sh"
 want fs-and-vpd && vm fs-and-vpd --script "$IT_DIR/guest/fs-and-vpd.sh"
 want digests && vm digests --opt 'node.conn[0].iscsi.HeaderDigest=CRC32C' --opt 'node.conn[0].iscsi.DataDigest=CRC32C' --script "$IT_DIR/guest/digests.sh"
+# Persistent reservations survive a gateway restart on the same config (the gateway keeps
+# them under its data dir's state/; tgt does not persist them, so gateway only).
+if [ "$TARGET_KIND" = gateway ] && want pr-restart; then
+  vm pr-take --script "$IT_DIR/guest/pr-take.sh"
+  KEEP_BACKING=1
+  saved_work=$TARGET_WORK saved_backing=("${TARGET_BACKING[@]}")
+  target_stop
+  KEEP_BACKING=
+  TARGET_WORK=$saved_work TARGET_BACKING=("${saved_backing[@]}")
+  _target_start_gateway 1G && ok "gateway restarted on the same config" || fail "gateway restart"
+  vm pr-kept-after-restart --script "$IT_DIR/guest/pr-check.sh"
+fi
 check "target still running" target_alive
 checks_summary "kernel ($(suite_elapsed)s)"
