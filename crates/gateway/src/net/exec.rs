@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use scsi::{BlockRequest, IoCompletion, IoErrorKind, MediumOp, Nexus, Response, ScsiTarget, Step};
+use scsi::{
+    Asc, BlockRequest, IoCompletion, IoErrorKind, MediumOp, Nexus, Response, ScsiTarget, Sense,
+    SenseKey, Step,
+};
 use tokio::sync::RwLock;
 use tracing::{error, warn};
 
@@ -72,12 +75,7 @@ impl TargetRuntime {
             Ok(()) => resp,
             Err(e) => {
                 error!(target = %self.name, lun, error = %e, "cannot save persistent-reservation state");
-                Response {
-                    status: scsi::status::CHECK_CONDITION,
-                    sense: Some(internal_target_failure()),
-                    data_out_len: resp.data_out_len,
-                    ..Response::default()
-                }
+                internal_target_failure().with_data_out_len(resp.data_out_len)
             }
         }
     }
@@ -115,58 +113,44 @@ impl TargetRuntime {
                 Err(poisoned) => poisoned.into_inner().start(nexus, cmd.lun, &scsi_cmd),
             }
         };
-        let mut completion = None;
         // Fast path: commands that complete without I/O never touch the gate.
-        let first = task.poll(None);
-        let request = match first {
+        let request = match task.poll(None) {
             Step::Done(resp) => return resp,
             Step::Io(req) => req,
         };
         let Some(backend) = self.backends.get(&cmd.lun) else {
-            // The model asked for I/O on a LUN without a backend: a bug, not an input error.
+            // Every LUN of the model is opened with its backend (targets.rs), so this is a bug.
             warn!(lun = cmd.lun, "I/O requested for a LUN without a backend");
-            completion = Some(IoCompletion::Error(IoErrorKind::Hardware));
-            return drive(&mut task, completion);
+            return internal_target_failure();
         };
-        let exclusive = task.needs_exclusive();
         let _shared;
         let _exclusive;
-        if exclusive {
+        if task.needs_exclusive() {
             _exclusive = backend.gate.write().await;
         } else {
             _shared = backend.gate.read().await;
         }
-        let mut next = Some(request);
+        let mut step = Step::Io(request);
         loop {
-            if let Some(req) = next.take() {
-                completion = Some(perform(backend, req).await);
-            }
-            match task.poll(completion.take()) {
+            match step {
                 Step::Done(resp) => return resp,
-                Step::Io(req) => next = Some(req),
+                Step::Io(req) => {
+                    let completion = perform(backend, req).await;
+                    step = task.poll(Some(completion));
+                }
             }
         }
     }
-}
-
-/// Drives a task that can no longer perform I/O: every request fails.
-fn drive(task: &mut scsi::Task, mut completion: Option<IoCompletion>) -> Response {
-    for _ in 0..1024 {
-        match task.poll(completion.take()) {
-            Step::Done(resp) => return resp,
-            Step::Io(_) => completion = Some(IoCompletion::Error(IoErrorKind::Hardware)),
-        }
-    }
-    Response::default()
 }
 
 /// Performs one block request and maps the outcome to what the SCSI model understands.
 pub async fn perform(backend: &LunBackend, req: BlockRequest) -> IoCompletion {
     let dev = &backend.device;
+    // Discard and zeroing have no FUA flag: when the LUN must write through, flush after them.
     let write_through = backend.force_fua
-        && !matches!(
+        && matches!(
             req,
-            BlockRequest::Read { .. } | BlockRequest::MappingStatus { .. } | BlockRequest::Flush
+            BlockRequest::Discard { .. } | BlockRequest::WriteZeroes { .. }
         );
     let (op, mut result) = match req {
         BlockRequest::Read { offset, len } => {
@@ -223,12 +207,24 @@ fn failure(op: MediumOp, e: IoFailure) -> IoCompletion {
     })
 }
 
-/// Fixed-format sense: HARDWARE ERROR, INTERNAL TARGET FAILURE (04/44/00).
-fn internal_target_failure() -> Bytes {
-    let mut s = [0u8; 18];
-    s[0] = 0x70;
-    s[2] = 0x04;
-    s[7] = 10;
-    s[12] = 0x44;
-    Bytes::copy_from_slice(&s)
+/// CHECK CONDITION, HARDWARE ERROR / INTERNAL TARGET FAILURE (04/44/00), fixed format.
+fn internal_target_failure() -> Response {
+    Response::check(
+        &Sense::new(SenseKey::HardwareError, Asc::INTERNAL_TARGET_FAILURE),
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_target_failure_is_check_condition_04_44_00() {
+        let r = internal_target_failure();
+        assert_eq!(r.status, scsi::status::CHECK_CONDITION);
+        let sense = r.sense.unwrap_or_default();
+        assert_eq!(sense.get(2).map(|k| k & 0x0f), Some(0x04));
+        assert_eq!(sense.get(12..14), Some(&[0x44, 0x00][..]));
+    }
 }
