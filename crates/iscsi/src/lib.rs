@@ -15,8 +15,8 @@ pub use config::{
     SessionType, TargetConfig,
 };
 pub use connection::{
-    decode_lun, encode_lun, CloseReason, CommandResponse, Connection, ConnectionError, DataOut,
-    Event, ScsiCommand, TaskAttr, TaskId, TmfFunction, TmfId, TmfRequest, TmfResponseCode,
+    CloseReason, CommandResponse, Connection, ConnectionError, DataOut, Event, ScsiCommand,
+    TaskAttr, TaskId, TmfFunction, TmfId, TmfRequest, TmfResponseCode,
 };
 pub use login::auth::{AuthStep, Authenticator};
 pub use pdu::decode_pdu_for_fuzz;

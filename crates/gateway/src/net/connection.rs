@@ -205,8 +205,8 @@ fn handle_event(
                 return;
             };
             let task = cmd.task;
-            let lun = cmd.lun;
-            let handle = spawn_command(ctx, s, cmd, done_tx.clone());
+            let lun = lun_number(cmd.lun);
+            let handle = spawn_command(ctx, s, cmd, lun, done_tx.clone());
             in_flight.insert(task, InFlight { lun, handle });
         }
         Event::TaskManagement(req) => {
@@ -248,6 +248,7 @@ fn spawn_command(
     ctx: &Arc<ServerContext>,
     s: &Session,
     cmd: ScsiCommand,
+    lun: u64,
     done: mpsc::UnboundedSender<(TaskId, CommandResponse)>,
 ) -> AbortHandle {
     let target = s.target.clone();
@@ -260,7 +261,7 @@ fn spawn_command(
         DataOut::TooLarge => (Bytes::new(), true),
     };
     let input = CommandInput {
-        lun: cmd.lun,
+        lun,
         cdb: cmd.cdb,
         data_out,
         data_out_too_large: too_large,
@@ -309,7 +310,8 @@ fn task_management(
     let Some(s) = session else {
         return TmfResponseCode::Rejected;
     };
-    let lun_exists = lock(&s.target).lun(req.lun).is_some();
+    let lun = lun_number(req.lun);
+    let lun_exists = lock(&s.target).lun(lun).is_some();
     let mut abort_where = |pred: &dyn Fn(&InFlight) -> bool| {
         in_flight.retain(|_, t| {
             if pred(t) {
@@ -331,18 +333,18 @@ fn task_management(
             if !lun_exists {
                 return TmfResponseCode::LunDoesNotExist;
             }
-            abort_where(&|t| t.lun == req.lun);
+            abort_where(&|t| t.lun == lun);
             TmfResponseCode::FunctionComplete
         }
         TmfFunction::LogicalUnitReset => {
             if !lun_exists {
                 return TmfResponseCode::LunDoesNotExist;
             }
-            abort_where(&|t| t.lun == req.lun);
-            if let Some(lu) = lock(&s.target).lun_mut(req.lun) {
+            abort_where(&|t| t.lun == lun);
+            if let Some(lu) = lock(&s.target).lun_mut(lun) {
                 lu.reset(ResetKind::LunReset);
             }
-            info!(lun = req.lun, initiator = %s.nexus.initiator_port, "logical unit reset");
+            info!(lun, initiator = %s.nexus.initiator_port, "logical unit reset");
             TmfResponseCode::FunctionComplete
         }
         TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
@@ -354,6 +356,12 @@ fn task_management(
         TmfFunction::ClearAca => TmfResponseCode::NotSupported,
         TmfFunction::TaskReassign => TmfResponseCode::ReassignmentNotSupported,
     }
+}
+
+/// The LUN number in an 8-byte SAM LUN field. Addressing methods the device model does not
+/// use map to a number no LUN has, so the command gets LOGICAL UNIT NOT SUPPORTED.
+fn lun_number(field: u64) -> u64 {
+    scsi::decode_lun(field.to_be_bytes()).unwrap_or(u64::MAX)
 }
 
 fn lock(target: &TargetRuntime) -> std::sync::MutexGuard<'_, scsi::ScsiTarget> {

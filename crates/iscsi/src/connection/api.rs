@@ -66,8 +66,8 @@ pub enum DataOut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScsiCommand {
     pub task: TaskId,
-    /// LUN number decoded from peripheral (0x00) or flat (0x40) addressing; other formats are
-    /// passed through as the raw 8-byte field with bit 63 set (no such LUN).
+    /// The 8-byte SAM LUN field as sent (big-endian). Its format is SCSI's, not iSCSI's:
+    /// the gateway decodes it with `scsi::decode_lun`.
     pub lun: u64,
     /// The full CDB (16 bytes + extended CDB AHS).
     pub cdb: Bytes,
@@ -124,6 +124,7 @@ impl TmfFunction {
 pub struct TmfRequest {
     pub id: TmfId,
     pub function: TmfFunction,
+    /// The 8-byte SAM LUN field as sent (see [`ScsiCommand::lun`]).
     pub lun: u64,
     /// For AbortTask: the task to abort (the gateway has it in flight).
     pub referenced_task: Option<TaskId>,
@@ -182,40 +183,4 @@ pub enum ConnectionError {
     TransmitBacklog,
     #[error("connection is closed")]
     Closed,
-}
-
-/// Decodes the 8-byte LUN field (SAM-5 §4.7): peripheral device (00b) and flat space (01b)
-/// addressing give the LUN number; anything else is returned raw with bit 63 set.
-pub fn decode_lun(raw: u64) -> u64 {
-    let b = raw.to_be_bytes();
-    match b[0] >> 6 {
-        0 if b[0] == 0 => u64::from(b[1]),
-        1 => (u64::from(b[0] & 0x3f) << 8) | u64::from(b[1]),
-        _ => raw | (1 << 63),
-    }
-}
-
-/// Encodes a LUN number below 16384 the way Linux does (peripheral below 256, else flat).
-pub fn encode_lun(lun: u64) -> u64 {
-    if lun < 256 {
-        lun << 48
-    } else {
-        (0x4000 | (lun & 0x3fff)) << 48
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn luns() {
-        assert_eq!(decode_lun(0), 0);
-        assert_eq!(decode_lun(5 << 48), 5);
-        assert_eq!(decode_lun(0x4101 << 48), 0x101);
-        assert_eq!(decode_lun(encode_lun(300)), 300);
-        assert_eq!(decode_lun(encode_lun(7)), 7);
-        assert!(decode_lun(0xc000 << 48) & (1 << 63) != 0);
-        assert!(decode_lun(0x0101 << 48) & (1 << 63) != 0, "bus id != 0");
-    }
 }

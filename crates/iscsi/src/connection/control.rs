@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 
 use super::{
-    decode_lun, sn_le, sn_lt, Connection, Event, Ordered, PendingTmf, Phase, TaskId, TextState,
-    TmfFunction, TmfId, TmfRequest, TmfResponseCode, MAX_PENDING_TMFS, RESERVED_TAG,
+    sn_le, sn_lt, Connection, Event, Ordered, PendingTmf, Phase, TaskId, TextState, TmfFunction,
+    TmfId, TmfRequest, TmfResponseCode, MAX_PENDING_TMFS, RESERVED_TAG,
 };
 use crate::discovery::send_targets;
 use crate::login::negotiate::is_operational;
@@ -282,7 +282,7 @@ impl Connection {
             self.in_use += 1;
         }
         let holds = in_order;
-        let lun = decode_lun(t.lun);
+        let lun = t.lun;
         let Some(function) = TmfFunction::from_code(t.function) else {
             warn!(function = t.function, "unknown task management function");
             self.tmf_respond(t.itt, TmfResponseCode::NotSupported, holds);

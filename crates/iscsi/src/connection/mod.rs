@@ -73,7 +73,7 @@ enum Ordered {
 #[derive(Debug)]
 pub(crate) struct Task {
     itt: u32,
-    raw_lun: u64,
+    /// The 8-byte LUN field as received (only compared and echoed, never interpreted).
     lun: u64,
     cmd_sn: u32,
     immediate: bool,

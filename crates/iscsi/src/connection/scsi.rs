@@ -9,8 +9,8 @@ use tracing::{debug, warn};
 
 use super::write::{DataOutError, WriteState};
 use super::{
-    decode_lun, CommandResponse, Connection, ConnectionError, DataOut, Event, Ordered, ScsiCommand,
-    Task, TaskAttr, TaskId, RESERVED_TAG,
+    CommandResponse, Connection, ConnectionError, DataOut, Event, Ordered, ScsiCommand, Task,
+    TaskAttr, TaskId, RESERVED_TAG,
 };
 use crate::pdu::{
     reject_reason, Bhs, Pdu, R2t, Residual, ScsiCommandPdu, ScsiDataIn, ScsiDataOut, ScsiResponse,
@@ -96,8 +96,7 @@ impl Connection {
         }
         let mut task = Task {
             itt: c.itt,
-            raw_lun: c.lun,
-            lun: decode_lun(c.lun),
+            lun: c.lun,
             cmd_sn: c.cmd_sn,
             immediate: c.immediate,
             attr: TaskAttr::from_bits(c.attr),
@@ -152,7 +151,7 @@ impl Connection {
             let Some(task) = self.tasks.get_mut(&itt) else {
                 return;
             };
-            let raw_lun = task.raw_lun;
+            let lun = task.lun;
             let Some(w) = task.write_state.as_mut() else {
                 return;
             };
@@ -164,7 +163,7 @@ impl Connection {
             let sn = self.sn(false);
             self.send(
                 Pdu::R2t(R2t {
-                    lun: raw_lun,
+                    lun,
                     itt,
                     ttt: r.ttt,
                     sn,
@@ -379,7 +378,7 @@ impl Connection {
                     Residual::None
                 },
                 status: if with_status { response.status } else { 0 },
-                lun: t.raw_lun,
+                lun: t.lun,
                 itt: t.itt,
                 ttt: RESERVED_TAG,
                 sn,

@@ -168,7 +168,7 @@ impl H {
             read,
             write,
             attr: 1,
-            lun: encode_lun(0),
+            lun: 0,
             itt,
             edtl,
             cmd_sn: sn,
