@@ -165,6 +165,20 @@ impl LoginRejection {
 pub trait LoginPolicy {
     /// Returns the TSIH to use for the session (non-zero), or why the login is refused.
     fn check(&self, req: &LoginInfo) -> Result<u16, LoginRejection>;
+
+    /// The authentication this login must pass (e.g. CHAP with the target's credentials),
+    /// asked right after a successful [`LoginPolicy::check`]. `None`: the connection's own
+    /// authenticator if one was set, else `AuthMethod=None`.
+    fn authenticator(&self, _req: &LoginInfo) -> Option<Box<dyn crate::Authenticator>> {
+        None
+    }
+
+    /// Whether SendTargets answers to this initiator may list `target` (access control:
+    /// an initiator never learns of a target it may not log in to). Asked once per target
+    /// when the session reaches full feature phase.
+    fn may_discover(&self, _initiator_name: &str, _target: &str) -> bool {
+        true
+    }
 }
 
 /// Operational parameters in force for a session (RFC 7143 §13).

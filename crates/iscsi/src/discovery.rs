@@ -1,7 +1,8 @@
 //! SendTargets (RFC 7143 Appendix C): builds the TargetName/TargetAddress answer for a
-//! discovery session (all targets) or a normal session (only its own target).
+//! discovery session (all targets) or a normal session (only its own target). Targets the
+//! `visible` predicate refuses (access control, decided by the gateway) are never listed.
 
-use crate::config::{ServerConfig, SessionType};
+use crate::config::{ServerConfig, SessionType, TargetConfig};
 
 /// Largest SendTargets answer we build; longer lists are truncated at a target boundary.
 pub const MAX_SENDTARGETS_LEN: usize = 64 * 1024;
@@ -11,12 +12,13 @@ fn looks_like_name(v: &str) -> bool {
 }
 
 /// The answer text to `SendTargets=<value>`, as key/value pairs. `None` when the value is
-/// invalid (answer `SendTargets=Reject`).
+/// invalid (answer `SendTargets=Reject`). Only targets for which `visible` is true appear.
 pub fn send_targets(
     config: &ServerConfig,
     session_type: SessionType,
     session_target: Option<&str>,
     value: &str,
+    visible: &dyn Fn(&TargetConfig) -> bool,
 ) -> Option<Vec<(String, String)>> {
     let selected: Vec<_> = match (value, session_type) {
         ("All", SessionType::Discovery) => config.targets.iter().collect(),
@@ -33,7 +35,7 @@ pub fn send_targets(
     };
     let mut out = Vec::new();
     let mut len = 0usize;
-    for t in selected {
+    for t in selected.into_iter().filter(|t| visible(t)) {
         let mut entry = vec![("TargetName".to_string(), t.name.clone())];
         for p in &t.portals {
             entry.push(("TargetAddress".into(), format!("{},{}", p, t.tpgt)));
@@ -52,6 +54,10 @@ pub fn send_targets(
 mod tests {
     use super::*;
     use crate::config::{Limits, TargetConfig};
+
+    fn all(_: &TargetConfig) -> bool {
+        true
+    }
 
     fn cfg() -> ServerConfig {
         ServerConfig {
@@ -75,7 +81,7 @@ mod tests {
 
     #[test]
     fn discovery_all() {
-        let a = send_targets(&cfg(), SessionType::Discovery, None, "All").unwrap();
+        let a = send_targets(&cfg(), SessionType::Discovery, None, "All", &all).unwrap();
         assert_eq!(a.len(), 5);
         assert_eq!(a[0], ("TargetName".into(), "iqn.a:1".into()));
         assert_eq!(a[2], ("TargetAddress".into(), "[fe80::1]:3260,1".into()));
@@ -84,13 +90,20 @@ mod tests {
 
     #[test]
     fn normal_session_only_own_target() {
-        let a = send_targets(&cfg(), SessionType::Normal, Some("iqn.a:2"), "All").unwrap();
+        let a = send_targets(&cfg(), SessionType::Normal, Some("iqn.a:2"), "All", &all).unwrap();
         assert_eq!(a.len(), 2);
-        let a = send_targets(&cfg(), SessionType::Normal, Some("iqn.a:2"), "").unwrap();
+        let a = send_targets(&cfg(), SessionType::Normal, Some("iqn.a:2"), "", &all).unwrap();
         assert_eq!(a.len(), 2);
-        let a = send_targets(&cfg(), SessionType::Normal, Some("iqn.a:2"), "iqn.a:1").unwrap();
+        let a = send_targets(
+            &cfg(),
+            SessionType::Normal,
+            Some("iqn.a:2"),
+            "iqn.a:1",
+            &all,
+        )
+        .unwrap();
         assert_eq!(a[0].1, "iqn.a:1");
-        let a = send_targets(&cfg(), SessionType::Normal, None, "iqn.none").unwrap();
+        let a = send_targets(&cfg(), SessionType::Normal, None, "iqn.none", &all).unwrap();
         assert!(a.is_empty());
     }
 
@@ -98,10 +111,20 @@ mod tests {
     fn invalid_values() {
         for v in ["Alle", "A", "aLL"] {
             assert_eq!(
-                send_targets(&cfg(), SessionType::Discovery, None, v),
+                send_targets(&cfg(), SessionType::Discovery, None, v, &all),
                 None,
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn hidden_targets_are_not_listed() {
+        let only_2 = |t: &TargetConfig| t.name == "iqn.a:2";
+        let a = send_targets(&cfg(), SessionType::Discovery, None, "All", &only_2).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0], ("TargetName".into(), "iqn.a:2".into()));
+        let a = send_targets(&cfg(), SessionType::Discovery, None, "iqn.a:1", &only_2).unwrap();
+        assert!(a.is_empty());
     }
 }

@@ -19,4 +19,8 @@ pub use connection::{
     TaskAttr, TaskId, TmfFunction, TmfId, TmfRequest, TmfResponseCode,
 };
 pub use login::auth::{AuthStep, Authenticator};
+pub use login::chap::{
+    ChapAlgorithm, ChapAuthenticator, ChapConfig, ChapCredentials, ChapFailure, ChapSecret,
+    CHAP_RANDOM_LEN,
+};
 pub use pdu::decode_pdu_for_fuzz;

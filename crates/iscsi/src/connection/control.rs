@@ -10,6 +10,7 @@ use super::{
     sn_le, sn_lt, Connection, Event, Ordered, PendingTmf, Phase, TaskId, TextState, TmfFunction,
     TmfId, TmfRequest, TmfResponseCode, MAX_PENDING_TMFS, RESERVED_TAG,
 };
+use crate::config::TargetConfig;
 use crate::discovery::send_targets;
 use crate::login::negotiate::is_operational;
 use crate::pdu::{
@@ -136,7 +137,8 @@ impl Connection {
                         Some(s) => (s.session_type, s.target_name.clone()),
                         None => return,
                     };
-                    match send_targets(&self.config, st, target.as_deref(), &p.value) {
+                    let visible = |t: &TargetConfig| !self.hidden_targets.contains(&t.name);
+                    match send_targets(&self.config, st, target.as_deref(), &p.value, &visible) {
                         Some(list) => answers.extend(list),
                         None => {
                             warn!(value = %p.value, "invalid SendTargets value");

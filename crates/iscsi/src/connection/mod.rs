@@ -122,6 +122,8 @@ pub struct Connection {
     limits: Limits,
     phase: Phase,
     authenticator: Option<Box<dyn Authenticator>>,
+    /// Targets SendTargets must not list to this initiator (`LoginPolicy::may_discover`).
+    hidden_targets: Vec<String>,
     frame: FrameConfig,
     session: Option<SessionInfo>,
     params: SessionParams,
@@ -162,6 +164,7 @@ impl Connection {
             login_deadline: now + limits.login_timeout,
             limits,
             authenticator: None,
+            hidden_targets: Vec::new(),
             frame,
             session: None,
             params,
@@ -357,11 +360,20 @@ impl Connection {
             LoginStep::Reply(r) => (r, None),
             LoginStep::Complete(r, s) => (r, Some(s)),
             LoginStep::Fail(r) => {
-                warn!(
-                    class = r.status_class,
-                    detail = r.status_detail,
-                    "login failed"
-                );
+                // Authentication/authorization refusals are logged by the gateway, rate-limited.
+                if r.status_class == 2 && matches!(r.status_detail, 1 | 2) {
+                    debug!(
+                        class = r.status_class,
+                        detail = r.status_detail,
+                        "login refused"
+                    );
+                } else {
+                    warn!(
+                        class = r.status_class,
+                        detail = r.status_detail,
+                        "login failed"
+                    );
+                }
                 self.closing = true;
                 (r, None)
             }
@@ -391,6 +403,13 @@ impl Connection {
                 kind = ?s.session_type,
                 "session established"
             );
+            self.hidden_targets = self
+                .config
+                .targets
+                .iter()
+                .filter(|t| !policy.may_discover(&s.initiator_name, &t.name))
+                .map(|t| t.name.clone())
+                .collect();
             self.params = s.params.clone();
             self.frame = FrameConfig {
                 header_digest: s.params.header_digest,

@@ -1,5 +1,8 @@
 //! Authentication seam for the login security stage. `AuthMethod=None` is built in; a CHAP
-//! implementation plugs in through [`Authenticator`] without touching the login state machine.
+//! implementation plugs in through [`Authenticator`] without touching the login state machine:
+//! either one per connection (`Connection::set_authenticator`) or one per login chosen by the
+//! gateway once it knows the initiator and target (`LoginPolicy::authenticator`). CHAP is in
+//! `login::chap`.
 
 use crate::config::{LoginInfo, LoginRejection};
 use crate::text::Pair;
@@ -20,4 +23,8 @@ pub trait Authenticator: Send {
     /// Called with the security keys of each Login Request once this method was chosen
     /// (the first call happens in the same PDU that selected it, with the remaining keys).
     fn step(&mut self, info: &LoginInfo, keys: &[Pair]) -> Result<AuthStep, LoginRejection>;
+    /// Called when the login fails authentication without this method having refused it
+    /// (the initiator offered no acceptable AuthMethod, or left the security stage before
+    /// the exchange completed). `why` names the cause for logs.
+    fn refused(&mut self, _info: &LoginInfo, _why: &str) {}
 }

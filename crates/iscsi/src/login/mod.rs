@@ -4,6 +4,7 @@
 //! sequence numbers and queues them.
 
 pub mod auth;
+pub mod chap;
 pub mod negotiate;
 
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct Login {
     auth: AuthState,
     declared_mrdsl: bool,
     declared_tpgt: bool,
+    /// Chosen by the policy for this login; takes precedence over the connection's.
+    authenticator: Option<Box<dyn Authenticator>>,
 }
 
 fn fail(req: &LoginRequest, class: u8, detail: u8) -> LoginStep {
@@ -103,6 +106,7 @@ impl Login {
             auth: AuthState::Pending,
             declared_mrdsl: false,
             declared_tpgt: false,
+            authenticator: None,
         }
     }
 
@@ -173,7 +177,6 @@ impl Login {
             "login request"
         );
 
-        let mut answers: Vec<(String, String)> = Vec::new();
         if self.info.is_none() {
             if let Err(step) = self.identify(req, &pairs, policy) {
                 return *step;
@@ -182,6 +185,27 @@ impl Login {
         let Some(info) = self.info.clone() else {
             return fail(req, 3, 0);
         };
+        let mut own = self.authenticator.take();
+        let have_auth = match own.as_deref_mut() {
+            Some(a) => Some(a),
+            None => authenticator,
+        };
+        let step = self.negotiate_keys(req, stage, &pairs, &info, have_auth);
+        self.authenticator = own;
+        step
+    }
+
+    /// Everything after identification: AuthMethod and the authentication exchange,
+    /// operational keys, stage transitions.
+    fn negotiate_keys(
+        &mut self,
+        req: &LoginRequest,
+        stage: u8,
+        pairs: &[Pair],
+        info: &LoginInfo,
+        mut have_auth: Option<&mut (dyn Authenticator + 'static)>,
+    ) -> LoginStep {
+        let mut answers: Vec<(String, String)> = Vec::new();
         if info.session_type == SessionType::Normal && !self.declared_tpgt {
             if let Some(t) = info
                 .target_name
@@ -197,12 +221,11 @@ impl Login {
         }
 
         let mut auth_keys: Vec<Pair> = Vec::new();
-        let mut have_auth = authenticator;
-        for p in &pairs {
+        for p in pairs {
             let key = p.key.as_str();
             match key {
                 "InitiatorName" | "SessionType" | "TargetName" | "InitiatorAlias" => {
-                    if self.stage_changed_identity(key, &p.value, &info) {
+                    if self.stage_changed_identity(key, &p.value, info) {
                         warn!(key, "login: identity key changed");
                         return fail(req, 2, 0);
                     }
@@ -227,7 +250,11 @@ impl Login {
                             answers.push((key.into(), m.to_string()));
                         }
                         None => {
-                            warn!(offered = %p.value, "login: no acceptable AuthMethod");
+                            // Logged by the gateway (rate-limited) when it set an authenticator.
+                            debug!(offered = %p.value, "login: no acceptable AuthMethod");
+                            if let Some(a) = have_auth.as_deref_mut() {
+                                a.refused(info, "no acceptable AuthMethod offered");
+                            }
                             return fail(req, 2, 1);
                         }
                     }
@@ -259,7 +286,7 @@ impl Login {
             let Some(a) = have_auth.as_deref_mut() else {
                 return fail(req, 3, 0);
             };
-            match a.step(&info, &auth_keys) {
+            match a.step(info, &auth_keys) {
                 Ok(AuthStep::Continue(keys)) => {
                     answers.extend(keys);
                     return LoginStep::Reply(self.reply(req, false, stage, 0, answers));
@@ -297,8 +324,9 @@ impl Login {
         }
         // Leaving the security stage (or skipping it) requires authentication.
         if self.auth != AuthState::Done {
-            if have_auth.is_some() {
-                warn!("login: authentication required but not completed");
+            if let Some(a) = have_auth {
+                debug!("login: authentication required but not completed");
+                a.refused(info, "left the security stage before authenticating");
                 return fail(req, 2, 1);
             }
             self.auth = AuthState::Done;
@@ -414,11 +442,13 @@ impl Login {
         match policy.check(&info) {
             Ok(tsih) => {
                 self.tsih = if tsih == 0 { 1 } else { tsih };
+                self.authenticator = policy.authenticator(&info);
                 self.info = Some(info);
                 Ok(())
             }
             Err(r) => {
-                warn!(initiator = %info.initiator_name, ?r, "login refused by policy");
+                // The gateway logs refusals itself (rate-limited, with the peer address).
+                debug!(initiator = %info.initiator_name, ?r, "login refused by policy");
                 Err(Box::new(rejection(req, r)))
             }
         }
