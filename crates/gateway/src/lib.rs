@@ -1,6 +1,7 @@
 //! Library half of the `iscsi-gateway` binary: the block engine, configuration and
 //! identity derivation, shared by `main.rs`, the network server and integration tests.
 
+pub mod access;
 pub mod block;
 pub mod config;
 pub mod identity;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::access::AccessControl;
 use crate::config::Config;
 use crate::net::connection::serve_connection;
 use crate::net::registry::SessionRegistry;
@@ -23,6 +24,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         iscsi: Arc::new(iscsi_config(&config)),
         targets,
         registry: SessionRegistry::default(),
+        access: AccessControl::from_config(&config),
     });
     let mut accept_tasks = Vec::new();
     for addr in &config.server.listen {

@@ -297,3 +297,126 @@ fn embedded_default_with_a_relative_data_dir_is_not_nested() {
     let l = &c.targets[0].luns[0];
     assert_eq!(l.path, Path::new("iscsi-gateway-data").join("lun0.img"));
 }
+
+/// A secret file with the given content and mode.
+fn secret_file(dir: &Path, name: &str, content: &[u8], mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+fn with_auth(dir: &Path, target_extra: &str) -> String {
+    format!(
+        "[server]\ndata_dir = \"{}\"\n[[target]]\niqn = \"iqn.2024-01.org.example:storage\"\n{target_extra}\n[[target.lun]]\npath = \"a.img\"\nsize = \"1M\"\n",
+        dir.display()
+    )
+}
+
+#[test]
+fn auth_and_access_lists() {
+    let d = tempfile::tempdir().unwrap();
+    secret_file(d.path(), "i.secret", b"initiator-secret-1\n", 0o600);
+    secret_file(d.path(), "t.secret", b"target-secret-22", 0o400);
+    secret_file(d.path(), "disc.secret", b"discovery-secret\r\n", 0o600);
+    let text = format!(
+        "{}[discovery.auth]\nchap_user = \"disc\"\nchap_secret_file = \"disc.secret\"\nchap_algorithms = [\"MD5\"]\n",
+        with_auth(
+            d.path(),
+            "allowed_initiators = [\"IQN.1993-08.org.debian:01:PVE1\"]\nallowed_networks = [\"10.0.0.0/24\", \"::1\"]\n[target.auth]\nchap_user = \"pve\"\nchap_secret_file = \"i.secret\"\nmutual_user = \"tgt\"\nmutual_secret_file = \"t.secret\"\n"
+        )
+    );
+    let c = Config::from_toml_str(&text, "auth.toml").unwrap();
+    let t = &c.targets[0];
+    assert_eq!(t.allowed_initiators, ["iqn.1993-08.org.debian:01:pve1"]);
+    assert_eq!(t.allowed_networks.len(), 2);
+    let a = t.auth.as_ref().unwrap();
+    assert_eq!(a.chap_user, "pve");
+    // One trailing newline stripped, nothing else.
+    assert_eq!(a.chap_secret.expose(), b"initiator-secret-1");
+    assert_eq!(
+        a.mutual_secret.as_ref().unwrap().expose(),
+        b"target-secret-22"
+    );
+    assert_eq!(
+        a.chap_algorithms,
+        [iscsi::ChapAlgorithm::Sha256, iscsi::ChapAlgorithm::Md5]
+    );
+    let disc = c.discovery.auth.as_ref().unwrap();
+    assert_eq!(disc.chap_secret.expose(), b"discovery-secret");
+    assert_eq!(disc.chap_algorithms, [iscsi::ChapAlgorithm::Md5]);
+    // Secrets appear neither in Debug output nor in the rendered config.
+    for shown in [format!("{c:?}"), c.to_toml()] {
+        for s in ["initiator-secret-1", "target-secret-22", "discovery-secret"] {
+            assert!(!shown.contains(s), "secret {s} shown");
+        }
+    }
+    assert!(c.to_toml().contains("i.secret"));
+    assert!(c.to_toml().contains("10.0.0.0/24"));
+}
+
+#[test]
+fn bad_auth_cases_name_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dd = d.path().display().to_string();
+    secret_file(d.path(), "ok.secret", b"initiator-secret-1\n", 0o600);
+    secret_file(d.path(), "ok2.secret", b"target-secret-22\n", 0o600);
+    secret_file(d.path(), "open.secret", b"initiator-secret-1", 0o644);
+    secret_file(d.path(), "group.secret", b"initiator-secret-1", 0o620);
+    secret_file(d.path(), "short.secret", b"short-11by\n", 0o600);
+    secret_file(d.path(), "long.secret", &[b'x'; 256], 0o600);
+    secret_file(d.path(), "two-newlines.secret", b"1234567890\n\n", 0o600);
+    let auth = |extra: &str| with_auth(d.path(), &format!("[target.auth]\n{extra}"));
+    let cases: Vec<(String, String)> = vec![
+        (auth("chap_user = \"u\"\nchap_secret_file = \"open.secret\""),
+         format!("target[0].auth.chap_secret_file: {dd}/open.secret is readable or writable by group/others (mode 644); run `chmod 600 {dd}/open.secret`")),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"group.secret\""),
+         "(mode 620); run `chmod 600".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"short.secret\""),
+         "target[0].auth.chap_secret_file: the secret in".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"short.secret\""),
+         "is 10 bytes; CHAP secrets must be 12..=255 bytes".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"long.secret\""), "is 256 bytes".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"two-newlines.secret\""), "is 11 bytes".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"missing.secret\""),
+         "target[0].auth.chap_secret_file: ".into()),
+        (auth("chap_user = \"u\""), "target[0].auth: chap_user and chap_secret_file are both required".into()),
+        (auth("chap_user = \"has space\"\nchap_secret_file = \"ok.secret\""), "target[0].auth.chap_user:".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nmutual_user = \"t\""),
+         "target[0].auth: mutual_user and mutual_secret_file go together".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nmutual_user = \"t\"\nmutual_secret_file = \"ok.secret\""),
+         "target[0].auth.mutual_secret_file: the mutual (target) secret must differ".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nchap_algorithms = []"),
+         "target[0].auth.chap_algorithms: empty list".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nchap_algorithms = [\"SHA-1\"]"),
+         "target[0].auth.chap_algorithms[0]: `SHA-1` is not supported".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nchap_algorithms = [\"md5\", \"MD5\"]"),
+         "target[0].auth.chap_algorithms[1]: MD5 is listed twice".into()),
+        (auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nchap_password = \"x\""),
+         "unknown field `chap_password`".into()),
+        (with_auth(d.path(), "allowed_initiators = [\"pve1\"]"),
+         "target[0].allowed_initiators[0]: `pve1` must start with".into()),
+        (with_auth(d.path(), "allowed_initiators = [\"iqn.2024-01.org.e:a\", \"IQN.2024-01.org.e:A\"]"),
+         "target[0].allowed_initiators[1]: iqn.2024-01.org.e:a is listed twice".into()),
+        (with_auth(d.path(), "allowed_networks = [\"10.0.0.0/33\"]"),
+         "target[0].allowed_networks[0]: `10.0.0.0/33`: prefix length".into()),
+        (format!("{}[discovery.auth]\nchap_user = \"u\"\nchap_secret_file = \"open.secret\"\n", with_auth(d.path(), "")),
+         "discovery.auth.chap_secret_file:".into()),
+    ];
+    for (text, want) in cases {
+        let msg = err(&text);
+        assert!(
+            msg.contains(&want),
+            "want `{want}` in `{msg}`\n--- config:\n{text}"
+        );
+        assert!(!msg.contains('\n'), "multi-line message: {msg}");
+        assert!(
+            !msg.contains("initiator-secret-1"),
+            "secret in message: {msg}"
+        );
+    }
+    // The valid pair passes, so the failures above are about what each case changes.
+    let good = auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nmutual_user = \"t\"\nmutual_secret_file = \"ok2.secret\"");
+    Config::from_toml_str(&good, "t.toml").unwrap();
+}

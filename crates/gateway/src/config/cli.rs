@@ -110,7 +110,9 @@ impl Config {
                 alias: None,
                 tpgt: None,
                 lun: luns,
+                ..RawTarget::default()
             }],
+            ..RawConfig::default()
         };
         resolve::resolve(raw, DEFAULT_CLI_DATA_DIR)
     }

@@ -7,6 +7,8 @@
 //! The resolved types carry everything later stages need as plain fields, including the
 //! LUN identity (serial, NAA) derived by [`crate::identity`].
 
+mod auth;
+mod cidr;
 mod cli;
 mod names;
 mod raw;
@@ -20,6 +22,8 @@ use serde::Serialize;
 
 use crate::block::{BlockDevice, DirectMode, OpenOptions};
 
+pub use auth::{read_secret_file, AuthSpec, MAX_SECRET_LEN, MIN_SECRET_LEN};
+pub use cidr::IpNetwork;
 pub use cli::{parse_lun_flag, LunFlag, QuickFlags};
 pub use names::normalize_iscsi_name;
 pub use size::parse_size;
@@ -80,8 +84,18 @@ impl ConfigError {
 pub struct Config {
     pub server: ServerSettings,
     pub iscsi: IscsiTuning,
+    pub discovery: DiscoverySettings,
     #[serde(rename = "target")]
     pub targets: Vec<TargetSpec>,
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiscoverySettings {
+    /// CHAP required of SendTargets sessions; `None` = discovery is open (each initiator
+    /// still sees only the targets it may log in to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 }
 
 /// `[server]`.
@@ -155,9 +169,16 @@ pub struct TargetSpec {
     pub alias: Option<String>,
     /// Target portal group tag (1..=65535), default 1.
     pub tpgt: u16,
+    /// Initiator names allowed to log in (normalised); empty = any.
+    pub allowed_initiators: Vec<String>,
+    /// Source networks allowed to log in; empty = any.
+    pub allowed_networks: Vec<IpNetwork>,
     /// LUNs, sorted by LUN number, at least one.
     #[serde(rename = "lun")]
     pub luns: Vec<LunSpec>,
+    /// CHAP required to log in; `None` = no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 }
 
 /// One `[[target.lun]]`, resolved: everything the SCSI layer and the block engine need.

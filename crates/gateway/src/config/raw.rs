@@ -18,6 +18,26 @@ pub struct RawConfig {
     pub iscsi: RawIscsi,
     #[serde(default)]
     pub target: Vec<RawTarget>,
+    #[serde(default)]
+    pub discovery: RawDiscovery,
+}
+
+/// `[discovery]`: settings of SendTargets (discovery) sessions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub auth: Option<RawAuth>,
+}
+
+/// `[target.auth]` / `[discovery.auth]`: CHAP credentials (secrets in files only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub chap_user: Option<String>,
+    pub chap_secret_file: Option<PathBuf>,
+    pub mutual_user: Option<String>,
+    pub mutual_secret_file: Option<PathBuf>,
+    pub chap_algorithms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +73,9 @@ pub struct RawTarget {
     pub tpgt: Option<u16>,
     #[serde(default)]
     pub lun: Vec<RawLun>,
+    pub allowed_initiators: Option<Vec<String>>,
+    pub allowed_networks: Option<Vec<String>>,
+    pub auth: Option<RawAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,11 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use super::auth;
 use super::names::normalize_iscsi_name;
 use super::raw::{RawConfig, RawIscsi, RawLun, RawServer, RawTarget};
 use super::{
-    Config, ConfigError, IscsiTuning, LunSpec, ServerSettings, TargetSpec, DEFAULT_LISTEN,
-    DEFAULT_PORT, DEFAULT_PRODUCT, DEFAULT_REVISION, DEFAULT_VENDOR,
+    Config, ConfigError, DiscoverySettings, IscsiTuning, LunSpec, ServerSettings, TargetSpec,
+    DEFAULT_LISTEN, DEFAULT_PORT, DEFAULT_PRODUCT, DEFAULT_REVISION, DEFAULT_VENDOR,
 };
 use crate::identity;
 
@@ -24,6 +25,13 @@ type R<T> = Result<T, ConfigError>;
 pub(super) fn resolve(raw: RawConfig, default_data_dir: &str) -> R<Config> {
     let server = resolve_server(raw.server, default_data_dir)?;
     let iscsi = resolve_iscsi(raw.iscsi)?;
+    let discovery = DiscoverySettings {
+        auth: raw
+            .discovery
+            .auth
+            .map(|a| auth::resolve_auth(a, "discovery.auth", &server.data_dir))
+            .transpose()?,
+    };
     if raw.target.is_empty() {
         return Err(ConfigError::invalid(
             "target",
@@ -47,6 +55,7 @@ pub(super) fn resolve(raw: RawConfig, default_data_dir: &str) -> R<Config> {
     Ok(Config {
         server,
         iscsi,
+        discovery,
         targets,
     })
 }
@@ -260,7 +269,13 @@ fn resolve_target(
         iqn,
         alias: raw.alias,
         tpgt,
+        allowed_initiators: auth::resolve_initiators(raw.allowed_initiators, key)?,
+        allowed_networks: auth::resolve_networks(raw.allowed_networks, key)?,
         luns,
+        auth: raw
+            .auth
+            .map(|a| auth::resolve_auth(a, &format!("{key}.auth"), &server.data_dir))
+            .transpose()?,
     })
 }
 

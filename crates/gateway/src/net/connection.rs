@@ -42,6 +42,7 @@ pub fn initiator_port_name(initiator: &str, isid: &[u8; 6]) -> String {
 /// Login decisions that need gateway-wide state.
 struct Policy<'a> {
     ctx: &'a ServerContext,
+    peer: SocketAddr,
 }
 
 impl LoginPolicy for Policy<'_> {
@@ -56,6 +57,7 @@ impl LoginPolicy for Policy<'_> {
         if self.ctx.targets.get(target).is_none() {
             return Err(LoginRejection::TargetNotFound);
         }
+        self.ctx.access.check_login(req, self.peer)?;
         if req.tsih == 0 {
             return Ok(registry.allocate_tsih());
         }
@@ -65,6 +67,17 @@ impl LoginPolicy for Policy<'_> {
             Some(t) if t == req.tsih => Ok(t),
             _ => Err(LoginRejection::SessionDoesNotExist),
         }
+    }
+
+    fn authenticator(&self, req: &LoginInfo) -> Option<Box<dyn iscsi::Authenticator>> {
+        self.ctx.access.authenticator(req, self.peer)
+    }
+
+    fn may_discover(&self, initiator: &str, target: &str) -> bool {
+        self.ctx
+            .access
+            .allows(target, initiator, self.peer.ip())
+            .is_ok()
     }
 }
 
@@ -119,7 +132,7 @@ pub async fn serve_connection(
             r = read_some(&mut sock, &mut inbuf) => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
-                    let policy = Policy { ctx: &ctx };
+                    let policy = Policy { ctx: &ctx, peer };
                     if let Err(e) = conn.handle_input(&mut inbuf, &policy, now()) {
                         warn!(%peer, error = %e, "dropping connection");
                         while conn.poll_transmit(&mut out) {}

@@ -14,6 +14,8 @@ pub struct ServerContext {
     pub iscsi: Arc<iscsi::ServerConfig>,
     pub targets: targets::TargetSet,
     pub registry: registry::SessionRegistry,
+    /// ACLs and CHAP (crate::access).
+    pub access: crate::access::AccessControl,
 }
 
 impl ServerContext {
@@ -65,6 +67,7 @@ mod tests {
             }),
             targets: targets::TargetSet::empty(),
             registry: registry::SessionRegistry::default(),
+            access: crate::access::AccessControl::open(),
         }
     }
 
