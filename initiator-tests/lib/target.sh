@@ -70,8 +70,19 @@ _target_start_gateway() {
   for f in "${TARGET_BACKING[@]}"; do args+=(--lun "$f${GATEWAY_LUN_SUFFIX-,size=$size}"); done
   # --data-dir in the target's temp dir: reservation state (data-dir/state) stays with this
   # target instance (kept across its restarts, gone with it), never in the repository.
-  "$GATEWAY_BIN" serve --listen "127.0.0.1:$TARGET_PORT" --iqn "$TARGET_IQN" "${args[@]}" \
-    --data-dir "$TARGET_WORK/data" --log-level "${GATEWAY_LOG_LEVEL:-debug}" >"$TARGET_LOG" 2>&1 &
+  # GATEWAY_TOML_GLOBAL / GATEWAY_TOML_TARGET (TOML text, e.g. [discovery.auth] / keys and
+  # [target.auth] of the target): serve the same setup from a generated config file instead.
+  if [ -n "${GATEWAY_TOML_GLOBAL:-}${GATEWAY_TOML_TARGET:-}" ]; then
+    {
+      printf '[server]\nlisten = ["127.0.0.1:%s"]\ndata_dir = "%s"\n%s\n' "$TARGET_PORT" "$TARGET_WORK/data" "${GATEWAY_TOML_GLOBAL:-}"
+      printf '[[target]]\niqn = "%s"\n%s\n' "$TARGET_IQN" "${GATEWAY_TOML_TARGET:-}"
+      for f in "${TARGET_BACKING[@]}"; do printf '[[target.lun]]\npath = "%s"\nsize = "%s"\n' "$f" "$size"; done
+    } >"$TARGET_WORK/gateway.toml"
+    args=(--config "$TARGET_WORK/gateway.toml")
+  else
+    args=(--listen "127.0.0.1:$TARGET_PORT" --iqn "$TARGET_IQN" "${args[@]}" --data-dir "$TARGET_WORK/data")
+  fi
+  "$GATEWAY_BIN" --log-level "${GATEWAY_LOG_LEVEL:-debug}" serve "${args[@]}" >"$TARGET_LOG" 2>&1 &
   TARGET_PID=$!
   _target_record_pid
   _target_wait_listen

@@ -21,7 +21,7 @@ impl Audited {
         Audited { inner, peer, log }
     }
 
-    fn refused(&self, info: &LoginInfo, cause: &str) {
+    fn log_refusal(&self, info: &LoginInfo, cause: &str) {
         let target = info.target_name.as_deref().unwrap_or("(discovery)");
         super::refused(&self.log, &info.initiator_name, target, self.peer, cause);
     }
@@ -49,7 +49,7 @@ impl Authenticator for Audited {
                     || "CHAP failed".to_string(),
                     |f| format!("authentication failure: {f}"),
                 );
-                self.refused(info, &cause);
+                self.log_refusal(info, &cause);
             }
         }
         r
@@ -57,7 +57,7 @@ impl Authenticator for Audited {
 
     fn refused(&mut self, info: &LoginInfo, why: &str) {
         self.inner.refused(info, why);
-        Audited::refused(self, info, &format!("authentication failure: {why}"));
+        self.log_refusal(info, &format!("authentication failure: {why}"));
     }
 }
 

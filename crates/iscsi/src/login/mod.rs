@@ -169,8 +169,17 @@ impl Login {
                 return fail(req, 2, 0);
             }
         };
+        // CHAP challenges and responses are not logged: with them a weak secret could be
+        // guessed offline.
+        let shown: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|p| match p.key.as_str() {
+                "CHAP_C" | "CHAP_R" => (p.key.as_str(), "<redacted>"),
+                _ => (p.key.as_str(), p.value.as_str()),
+            })
+            .collect();
         debug!(
-            ?pairs,
+            pairs = ?shown,
             csg = req.csg,
             nsg = req.nsg,
             transit = req.transit,
