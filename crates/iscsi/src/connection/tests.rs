@@ -1360,3 +1360,78 @@ fn connection_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Connection>();
 }
+
+/// Hides disk2 from one initiator.
+struct HideDisk2;
+impl LoginPolicy for HideDisk2 {
+    fn check(&self, _req: &LoginInfo) -> Result<u16, LoginRejection> {
+        Ok(5)
+    }
+    fn may_discover(&self, initiator: &str, target: &str) -> bool {
+        !(initiator == "iqn.2024-01.test:hidden" && target.ends_with(":disk2"))
+    }
+}
+
+#[test]
+fn sendtargets_lists_only_what_the_policy_allows() {
+    for (initiator, want) in [
+        ("iqn.2024-01.test:hidden", 2usize),
+        ("iqn.2024-01.test:sees-all", 4),
+    ] {
+        let now = Instant::now();
+        let mut c = Connection::new(config(Limits::default()), now);
+        let login = Pdu::LoginRequest(LoginRequest {
+            transit: true,
+            cont: false,
+            csg: 1,
+            nsg: 3,
+            version_max: 0,
+            version_min: 0,
+            isid: [0; 6],
+            tsih: 0,
+            itt: 1,
+            cid: 0,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            data: kv(&[
+                &format!("InitiatorName={initiator}"),
+                "SessionType=Discovery",
+            ]),
+        });
+        let text = Pdu::TextRequest(TextRequest {
+            immediate: true,
+            final_: true,
+            cont: false,
+            lun: 0,
+            itt: 2,
+            ttt: RESERVED_TAG,
+            cmd_sn: 1,
+            exp_stat_sn: 1,
+            data: kv(&["SendTargets=All"]),
+        });
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&login.to_bytes(false, false));
+        buf.extend_from_slice(&text.to_bytes(false, false));
+        c.handle_input(&mut buf, &HideDisk2, now).unwrap();
+        let mut parts = Vec::new();
+        while c.poll_transmit(&mut parts) {}
+        let mut rx = BytesMut::new();
+        for p in parts {
+            rx.extend_from_slice(&p);
+        }
+        let cfg = FrameConfig {
+            header_digest: false,
+            data_digest: false,
+            max_recv_data_segment_length: 1 << 24,
+        };
+        let mut answer = None;
+        while let Some(p) = next_pdu(&mut rx, &cfg).unwrap() {
+            if let Pdu::TextResponse(r) = p {
+                answer = Some(r.data);
+            }
+        }
+        let pairs = crate::text::parse_multi(&answer.unwrap()).unwrap();
+        assert_eq!(pairs.len(), want, "{initiator}: {pairs:?}");
+        assert!(pairs.iter().all(|p| !p.value.contains(":disk2")) || want == 4);
+    }
+}
