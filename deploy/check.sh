@@ -16,8 +16,8 @@
 #   5. the drbd-reactor snippet parses as TOML and uses only keys the promoter knows;
 #   6. `drbdadm dump` of deploy/drbd/iscsi.res as each of the three nodes.
 # Needs: systemd (systemd-analyze), strace, util-linux (unshare, setpriv, prlimit, losetup),
-# libiscsi-bin, qemu-utils, drbd-utils, python3 >= 3.11. Prints PASS/FAIL per check, exits 1
-# if any failed. Everything it starts is stopped; the loop device is detached.
+# libiscsi-bin, qemu-utils, drbd-utils, python3 >= 3.11. Prints PASS/FAIL (and SKIP when
+# loop devices or mount namespaces are unavailable) per check, exits 1 if any failed. Everything it starts is stopped; the loop device is detached.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -47,11 +47,19 @@ score=$(systemd-analyze security --offline=yes "$UNIT" 2>/dev/null | sed -n 's/.
 [ -n "$score" ] && pass "systemd-analyze security --offline: $score" || fail "systemd-analyze security gave no score"
 
 # ---- 2. the hardening, emulated ----------------------------------------------------------
+# Needs loop devices and mount namespaces (root, not in an unprivileged container); without
+# them, sections 2 and 3 are reported as SKIP (not PASS) and the rest still runs.
+truncate -s 64M "$WORK/backing.img"
+if unshare --mount --propagation private true 2>/dev/null && LOOP=$(losetup -f --show "$WORK/backing.img" 2>/dev/null); then
+  HARDENED=1
+else
+  HARDENED= LOOP=
+  echo "SKIP hardened run and syscall check: no loop device or mount namespace here"
+fi
+if [ -n "$HARDENED" ]; then
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 IQN=iqn.2024-01.org.example:deploy-check
 mkdir -p "$WORK/data"
-truncate -s 64M "$WORK/backing.img"
-LOOP=$(losetup -f --show "$WORK/backing.img") || { fail "losetup"; LOOP=; }
 chmod 0600 "$LOOP" 2>/dev/null   # root-owned, no group/other access: no CAP_DAC_OVERRIDE needed
 cat >"$WORK/gw.toml" <<EOF
 [server]
@@ -154,10 +162,11 @@ if not gw_pids:
 if denied:
     print(f"     NOT allowed by the filter: {' '.join(denied)}"); sys.exit(1)
 PY
+fi
 
 # ---- 4. the production config --------------------------------------------------------------
 # check-config wants the LUN path to exist: the loop device stands in for /dev/drbd0.
-sed "s|/dev/drbd0|$LOOP|" "$HERE/iscsi-gateway.toml" >"$WORK/prod.toml"
+sed "s|/dev/drbd0|${LOOP:-$WORK/backing.img}|" "$HERE/iscsi-gateway.toml" >"$WORK/prod.toml"
 if out=$("$BIN" check-config --config "$WORK/prod.toml" 2>&1); then
   pass "check-config deploy/iscsi-gateway.toml ($(grep -m1 -o 'naa = "[0-9a-f]*"' <<<"$out"))"
 else
