@@ -14,9 +14,12 @@
 #      (@system-service minus @privileged and @resources, as systemd expands them);
 #   4. deploy/iscsi-gateway.toml passes `iscsi-gateway check-config`;
 #   5. the drbd-reactor snippet parses as TOML and uses only keys the promoter knows;
-#   6. `drbdadm dump` of deploy/drbd/iscsi.res as each of the three nodes.
+#   6. `drbdadm dump` of deploy/drbd/iscsi.res as each of the three nodes;
+#   7. deploy/drbd-reactor/run-start-list.sh: the promoter's start list (Filesystem, portblock,
+#      IPaddr2, the gateway) started and stopped in order in network namespaces, with an
+#      initiator namespace checking that the port is closed/open when the order says so.
 # Needs: systemd (systemd-analyze), strace, util-linux (unshare, setpriv, prlimit, losetup),
-# libiscsi-bin, qemu-utils, drbd-utils, python3 >= 3.11. Prints PASS/FAIL (and SKIP when
+# libiscsi-bin, qemu-utils, drbd-utils, python3 >= 3.11, resource-agents, iptables, e2fsprogs. Prints PASS/FAIL (and SKIP when
 # loop devices or mount namespaces are unavailable) per check, exits 1 if any failed. Everything it starts is stopped; the loop device is detached.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -200,6 +203,10 @@ for node in pve1 pve2 pve3; do
     fail "drbdadm dump iscsi as $node: $(grep -v 'modinfo\|PRETEND\|__DRBD_NODE__' <<<"$out")"
   fi
 done
+
+# ---- 7. the promoter's start list, run agent by agent in network namespaces ----------------
+if out=$("$HERE/drbd-reactor/run-start-list.sh" "$BIN" 2>&1); then :; else FAILS=$((FAILS + 1)); fi
+printf '%s\n' "$out" | sed 's/^\(PASS\|FAIL\|SKIP\|NOTE\) /\1 start list: /'
 
 echo "deploy/check.sh: $FAILS failed"
 [ "$FAILS" -eq 0 ]

@@ -96,7 +96,7 @@ step_install() {
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "not root or no apt-get: not installing; checking tools only"
   else
-    local pkgs=(libiscsi-bin sg3-utils iproute2 python3 coreutils systemd strace drbd-utils util-linux) missing=() p v
+    local pkgs=(libiscsi-bin sg3-utils iproute2 python3 coreutils systemd strace drbd-utils util-linux resource-agents iptables e2fsprogs) missing=() p v
     [ "$TARGET_KIND" = tgt ] && pkgs+=(tgt)
     for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     # qemu-utils may be a newer backport than qemu-block-extra (the iscsi driver): pin both to
