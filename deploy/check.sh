@@ -28,7 +28,7 @@ BIN=${1:-${CARGO_TARGET_DIR:-$REPO/target}/release/iscsi-gateway}
 BIN=$(readlink -f "$BIN")
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build --release -p gateway)"; exit 2; }
 WORK=$(mktemp -d /var/tmp/deploy-check.XXXXXX)
-FAILS=0 LOOP= GW_PID=
+FAILS=0 LOOP='' GW_PID=''
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
 cleanup() {
@@ -56,7 +56,7 @@ truncate -s 64M "$WORK/backing.img"
 if unshare --mount --propagation private true 2>/dev/null && LOOP=$(losetup -f --show "$WORK/backing.img" 2>/dev/null); then
   HARDENED=1
 else
-  HARDENED= LOOP=
+  HARDENED='' LOOP=''
   echo "SKIP hardened run and syscall check: no loop device or mount namespace here"
 fi
 if [ -n "$HARDENED" ]; then

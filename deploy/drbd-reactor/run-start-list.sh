@@ -22,7 +22,7 @@ OCF_ROOT=/usr/lib/ocf
 [ -x "$OCF_ROOT/resource.d/heartbeat/portblock" ] || { echo "SKIP start list: resource-agents not installed"; exit 0; }
 NS=rsl$$ NODE=rsl$$-node INI=rsl$$-ini
 WORK=$(mktemp -d /var/tmp/run-start-list.XXXXXX)
-FAILS=0 LUN= ST= GW=
+FAILS=0 LUN='' ST='' GW=''
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; FAILS=$((FAILS + 1)); }
 cleanup() {

@@ -24,7 +24,7 @@ mkdir -p "$LOG_DIR/data"
   --lun "$LOG_DIR/data/shared.img,size=1G" --lun "$LOG_DIR/data/mailbox.img,size=1M" \
   >"$LOG_DIR/gateway.log" 2>&1 &
 GW=$!
-P1= P2=
+P1='' P2=''
 # The VMs' qemu runs under its own `timeout` (another process group); find ours by the
 # unique port on their command line and stop them by pid.
 kill_vms() { local p; for p in $(pgrep -f "ki.port=$PORT " || true); do kill -TERM "$p" 2>/dev/null; done; }
@@ -46,7 +46,7 @@ rc1=0 rc2=0 rcf=0 first=
 wait -n -p first $P1 $P2 || rcf=$?
 [ $rcf -ne 0 ] && { kill -TERM $P1 $P2 2>/dev/null; kill_vms; }
 if [ "$first" = "$P1" ]; then rc1=$rcf; wait $P2 || rc2=$?; else rc2=$rcf; wait $P1 || rc1=$?; fi
-P1= P2=
+P1='' P2=''
 for n in 1 2; do
   echo "---- node $n"
   sed -n '/== \[.*\] script/,$p' "$LOG_DIR/node$n.log" | tr -d '\r' | grep -v '^\[ *[0-9.]*\]' | sed 's/^/  /'
