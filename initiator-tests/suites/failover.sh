@@ -6,12 +6,14 @@
 # the client namespace (qemu and relay.pl there, portal = the floating IP) with
 # guest/failover-writer.sh: it takes a Write Exclusive reservation, then writes numbered,
 # checksummed 4 KiB records with O_DIRECT+fsync and prints "ACK <n> <uptime>" per completed write.
-# Per run (FAILOVER_RUNS, default "clean,crash"):
+# Per run (FAILOVER_RUNS, default "clean,crash"; "powerloss" is a third, opt-in mode):
 #   1. after FO_ACKS_BEFORE acks: a second gateway started on node-b with the same config must
 #      refuse (backing file locked: non-zero exit, "busy" in its log, no listener) while node-a
 #      keeps serving;
-#   2. failover: node-a's gateway gets SIGTERM and is waited for (clean) or SIGKILL (crash); the
-#      floating IP moves to node-b (gratuitous ARP with arping -U, else a neighbour flush); the
+#   2. failover: node-a's gateway gets SIGTERM and is waited for (clean), or SIGKILL (crash),
+#      or SIGKILL after node-a's link to the switch went down (powerloss: nothing from node-a
+#      reaches the client, no FIN/RST; the client's next retransmission to the floating IP
+#      reaches node-b, whose kernel resets the stale connection); the floating IP moves to node-b (gratuitous ARP with arping -U, else a neighbour flush); the
 #      node-b gateway starts (retried while the lock is still busy, bounded);
 #   3. after FO_ACKS_AFTER more acks through node-b the host writes a stop mark into the LUN;
 #      the guest stops, checks the reservation is still held and releases it;
@@ -164,7 +166,7 @@ EOF
   console="$SUITE_LOG_DIR/ki-failover-$mode.log"
   vmout="$SUITE_LOG_DIR/ki-failover-$mode.out"
   echo "-- run $mode (id $run, work $FO_WORK)"
-  ip -n "$NS_B" addr del "$FIP/24" dev eth0 2>/dev/null
+  ip -n "$NS_BR" link set p-a up
   fip_move "$NS_B" "$NS_A" >/dev/null || { fail "$mode: floating IP to node-a"; return; }
   gw_start a "$SUITE_LOG_DIR/gateway-$mode-node-a.log" || { fail "$mode: gateway on node-a"; return; }
   for o in $FO_OPTS; do opts+=(--opt "$o"); done
@@ -194,6 +196,8 @@ EOF
       fail "$mode: node-a did not stop within 10 s of SIGTERM"; kill -KILL "$GW_PID_a"
     fi
   else
+    # powerloss: node-a drops off the switch first, so the client gets no FIN/RST from it
+    [ "$mode" = powerloss ] && ip -n "$NS_BR" link set p-a down
     kill -KILL "$GW_PID_a" 2>/dev/null
   fi
   wait "$GW_PID_a" 2>/dev/null
@@ -272,7 +276,7 @@ verify_selftest() {
 
 runs=${FAILOVER_RUNS:-clean,crash}
 for mode in ${runs//,/ }; do
-  case "$mode" in clean | crash) one_run "$mode" ;; *) fail "unknown FAILOVER_RUNS mode $mode" ;; esac
+  case "$mode" in clean | crash | powerloss) one_run "$mode" ;; *) fail "unknown FAILOVER_RUNS mode $mode" ;; esac
 done
 rc=0
 checks_summary "failover ($(suite_elapsed)s)" || rc=1
