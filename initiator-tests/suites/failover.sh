@@ -13,8 +13,9 @@
 #   2. failover: node-a's gateway gets SIGTERM and is waited for (clean), or SIGKILL (crash),
 #      or SIGKILL after node-a's link to the switch went down (powerloss: nothing from node-a
 #      reaches the client, no FIN/RST; the client's next retransmission to the floating IP
-#      reaches node-b, whose kernel resets the stale connection); the floating IP moves to node-b (gratuitous ARP with arping -U, else a neighbour flush); the
-#      node-b gateway starts (retried while the lock is still busy, bounded);
+#      reaches node-b, whose kernel resets the stale connection); the floating IP moves to
+#      node-b (gratuitous ARP with arping -U, else a neighbour flush); the node-b gateway
+#      starts (retried while the lock is still busy, bounded);
 #   3. after FO_ACKS_AFTER more acks through node-b the host writes a stop mark into the LUN;
 #      the guest stops, checks the reservation is still held and releases it;
 #   4. tools/failover_verify.py checks every acknowledged record in the backing file.
@@ -22,6 +23,7 @@
 # Each run prints "<mode>: failover: pause_ms=... acked=... lost=... corrupt=... pr_kept=...";
 # the last line of the suite is the same line over all runs (max pause, sums, yes only if all).
 # Goals checked: lost=0, corrupt=0, pr_kept=yes, pause_ms < FO_MAX_PAUSE_MS (default 10000).
+# FO_BREAK=state|stale runs node-b deliberately broken (see one_run) to show the checks fail.
 # Needs root (ip netns), TARGET_KIND=gateway (tgt keeps no reservations across restarts: skipped)
 # and the kernel-initiator harness (KI_DIR, as suites/kernel.sh).
 set -uo pipefail
@@ -42,8 +44,8 @@ need ip python3 ss timeout
 [ -x "$GATEWAY_BIN" ] || die "gateway binary not found: $GATEWAY_BIN"
 
 KT=${KI_TIMEOUT:-180}
-FO_ACKS_BEFORE=${FO_ACKS_BEFORE:-25}
-FO_ACKS_AFTER=${FO_ACKS_AFTER:-25}
+FO_ACKS_BEFORE=${FO_ACKS_BEFORE:-40}
+FO_ACKS_AFTER=${FO_ACKS_AFTER:-40}
 FO_MAX_PAUSE_MS=${FO_MAX_PAUSE_MS:-10000}
 FO_OPTS=${FO_OPTS:-node.session.timeo.replacement_timeout=30 node.conn[0].timeo.noop_out_interval=5 node.conn[0].timeo.noop_out_timeout=5}
 FO_IQN=iqn.2026-11.test.initiator-tests:failover
@@ -101,7 +103,7 @@ wait_acks() {
 gw_start() {
   local node=$1 log=$2 ns=$NETNS_PREFIX$1 pid tries=0 i st
   while :; do
-    ip netns exec "$ns" "$GATEWAY_BIN" serve --config "$FO_WORK/gateway.toml" \
+    ip netns exec "$ns" "$GATEWAY_BIN" serve --config "$FO_WORK/gateway-$node.toml" \
       --log-level "${GATEWAY_LOG_LEVEL:-debug}" >>"$log" 2>&1 &
     pid=$!
     eval "GW_PID_$node=$pid"
@@ -143,7 +145,7 @@ TOTAL_PAUSE=0 TOTAL_ACKED=0 TOTAL_LOST=0 TOTAL_CORRUPT=0 TOTAL_PR=yes SELFTEST_D
 
 # one_run MODE(clean|crash)
 one_run() {
-  local mode=$1 run console vmout t_kill t_up rc=0 line at img o opts=()
+  local mode=$1 run console vmout t_kill t_up rc=0 line at img img_b o opts=()
   run=$(printf '%s%04x' "${mode:0:2}" $((RANDOM % 65536)))
   FO_WORK=$(mktemp -d "${TARGET_TMPDIR:-/tmp}/it-failover.XXXXXX")
   mkdir -p "$FO_WORK/shared/state" "$FO_WORK/logs"
@@ -163,6 +165,19 @@ path = "$img"
 size = "64M"
 serial = "FAILOVER0"
 EOF
+  # Both nodes use this very file, unless FO_BREAK asks for a broken node-b (to show that
+  # the checks fail): "state" = node-b has an empty state_dir of its own; "stale" = node-b
+  # serves a copy of the device taken a few acknowledged writes before the failover (a
+  # replica that lagged behind).
+  img_b=$img
+  ln -sf gateway.toml "$FO_WORK/gateway-a.toml"
+  case "${FO_BREAK:-}" in
+    state) sed "s|^state_dir = .*|state_dir = \"$FO_WORK/other-state\"|" "$FO_WORK/gateway.toml" >"$FO_WORK/gateway-b.toml" ;;
+    stale) img_b="$FO_WORK/shared/lun0-b.img"
+      sed "s|^path = .*|path = \"$img_b\"|" "$FO_WORK/gateway.toml" >"$FO_WORK/gateway-b.toml" ;;
+    *) ln -sf gateway.toml "$FO_WORK/gateway-b.toml" ;;
+  esac
+  [ -z "${FO_BREAK:-}" ] || echo "FO_BREAK=$FO_BREAK: node-b is deliberately broken; this run must fail"
   console="$SUITE_LOG_DIR/ki-failover-$mode.log"
   vmout="$SUITE_LOG_DIR/ki-failover-$mode.out"
   echo "-- run $mode (id $run, work $FO_WORK)"
@@ -187,6 +202,10 @@ EOF
   refuse_check "$console"
 
   # --- the failover
+  if [ "${FO_BREAK:-}" = stale ]; then
+    cp --sparse=always "$img" "$img_b"
+    wait_acks 30 "$console" $(($(acks "$console") + 5))
+  fi
   at=$(acks "$console")
   t_kill=$(ms)
   if [ "$mode" = clean ]; then
@@ -221,18 +240,18 @@ EOF
   [ "$o" = "$(mac_of "$NS_B")" ] && ok "$mode: the client reaches $FIP at node-b's MAC $o" ||
     fail "$mode: the client's neighbour entry for $FIP is '$o', not node-b's $(mac_of "$NS_B")"
   # stop mark for the writer, written into the backing file behind the gateway (control slot)
-  printf 'FOSTOP %s\n' "$run" | dd of="$img" bs=4096 seek="$FO_CTL" count=1 conv=notrunc,fsync status=none
+  printf 'FOSTOP %s\n' "$run" | dd of="$img_b" bs=4096 seek="$FO_CTL" count=1 conv=notrunc,fsync status=none
   wait "$VM_PID" || rc=$?
   VM_PID=""
   grep -aE '^(PR-TAKEN|PR-KEPT|WRITER-END|WRITE-FAIL|KI-RESULT)' "$console" | sed 's/^/        | /'
   [ "$rc" -eq 0 ] && ok "$mode: guest finished: KI-RESULT: PASS" || fail "$mode: guest run failed (exit $rc), log $console"
-  line=$(python3 "$VERIFY" --image "$img" --console "$console" --run "$run" --base "$FO_BASE" --verbose 2>"$FO_WORK/logs/verify.err")
+  line=$(python3 "$VERIFY" --image "$img_b" --console "$console" --run "$run" --base "$FO_BASE" --verbose 2>"$FO_WORK/logs/verify.err")
   sed 's/^/        | /' "$FO_WORK/logs/verify.err"
   echo "$mode: $line"
   record_line "$mode" "$line"
 
-  if [ -z "$SELFTEST_DONE" ] && [ -n "$line" ]; then
-    verify_selftest "$img" "$console" "$run"
+  if [ -z "$SELFTEST_DONE" ] && [ -n "$line" ] && [ -z "${FO_BREAK:-}" ]; then
+    verify_selftest "$img_b" "$console" "$run"
     SELFTEST_DONE=1
   fi
   kill -TERM "$GW_PID_b" 2>/dev/null
