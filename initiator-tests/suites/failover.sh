@@ -23,6 +23,7 @@
 # Each run prints "<mode>: failover: pause_ms=... acked=... lost=... corrupt=... pr_kept=...";
 # the last line of the suite is the same line over all runs (max pause, sums, yes only if all).
 # Goals checked: lost=0, corrupt=0, pr_kept=yes, pause_ms < FO_MAX_PAUSE_MS (default 10000).
+# FO_TAKEOVER_DELAY=S waits S seconds between node-a's end and the IP move (slow takeover).
 # FO_BREAK=state|stale runs node-b deliberately broken (see one_run) to show the checks fail.
 # Needs root (ip netns), TARGET_KIND=gateway (tgt keeps no reservations across restarts: skipped)
 # and the kernel-initiator harness (KI_DIR, as suites/kernel.sh).
@@ -222,6 +223,9 @@ EOF
   wait "$GW_PID_a" 2>/dev/null
   echo "node-a gateway stopped ($([ "$mode" = clean ] && echo SIGTERM || echo SIGKILL)) at ack $at, $(($(ms) - t_kill)) ms"
   GW_PID_a=""
+  # FO_TAKEOVER_DELAY: seconds node-b takes to take over (default 0; e.g. a cluster manager's
+  # fencing and promotion), to see how the initiator's timeouts behave
+  [ "${FO_TAKEOVER_DELAY:-0}" -gt 0 ] && sleep "$FO_TAKEOVER_DELAY"
   fip_move "$NS_A" "$NS_B"
   if gw_start b "$SUITE_LOG_DIR/gateway-$mode-node-b.log"; then
     t_up=$(ms)
