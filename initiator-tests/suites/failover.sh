@@ -57,7 +57,11 @@ GUEST="$IT_DIR/guest/failover-writer.sh"
 
 GW_PID_a="" GW_PID_b="" VM_PID="" FO_WORK=""
 fo_cleanup() {
-  local p
+  local p i
+  if [ -n "$VM_PID" ] && kill -TERM "$VM_PID" 2>/dev/null; then
+    # timeout passes SIGTERM on to run.sh, whose exit trap removes its work dir
+    for ((i = 0; i < 50; i++)); do kill -0 "$VM_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
   for p in "$GW_PID_a" "$GW_PID_b" "$VM_PID"; do
     [ -n "$p" ] && kill -KILL "$p" 2>/dev/null
   done
