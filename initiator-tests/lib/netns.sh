@@ -56,18 +56,18 @@ netns_down() {
 
 # fip_move FROM TO: the floating IP leaves namespace FROM (if there) and comes up on TO, which
 # announces it with gratuitous ARP (arping -U) when arping is installed; otherwise the client's
-# neighbour entry for it is flushed. Prints which.
+# neighbour entry for it is flushed (also with FO_ARP=flush). Prints which.
 fip_move() {
   local from=$1 to=$2
   ip -n "$from" addr del "$FIP/24" dev eth0 2>/dev/null
   ip -n "$to" addr add "$FIP/24" dev eth0 || return 1
-  if command -v arping >/dev/null; then
+  if [ "${FO_ARP:-garp}" = garp ] && command -v arping >/dev/null; then
     # two unsolicited ARP requests, 1 s apart, in the background (the start is not delayed)
     ip netns exec "$to" timeout 5 arping -q -U -c 2 -I eth0 -s "$FIP" "$FIP" >/dev/null 2>&1 &
     echo "floating IP $FIP -> $to (gratuitous ARP via arping -U)"
   else
     ip -n "$NS_C" neigh flush to "$FIP" 2>/dev/null
-    echo "floating IP $FIP -> $to (no arping: flushed the client's neighbour entry)"
+    echo "floating IP $FIP -> $to (no gratuitous ARP: flushed the client's neighbour entry)"
   fi
 }
 

@@ -23,6 +23,7 @@
 # Each run prints "<mode>: failover: pause_ms=... acked=... lost=... corrupt=... pr_kept=...";
 # the last line of the suite is the same line over all runs (max pause, sums, yes only if all).
 # Goals checked: lost=0, corrupt=0, pr_kept=yes, pause_ms < FO_MAX_PAUSE_MS (default 10000).
+# FO_ARP=flush moves the IP without gratuitous ARP (flushes the client's neighbour entry).
 # FO_TAKEOVER_DELAY=S waits S seconds between node-a's end and the IP move (slow takeover).
 # FO_BREAK=state|stale runs node-b deliberately broken (see one_run) to show the checks fail.
 # Needs root (ip netns), TARGET_KIND=gateway (tgt keeps no reservations across restarts: skipped)
@@ -73,6 +74,11 @@ trap 'fo_cleanup; target_stop' EXIT
 netns_reap_stale
 # The VM image is built (cached) from the root namespace: the client namespace has no route out.
 "$KI_DIR/build.sh" >/dev/null || die "kernel-initiator build failed"
+if ! err=$(ip netns add "${NETNS_PREFIX}probe" 2>&1); then
+  mark_skipped "cannot create network namespaces here (ip netns add: $err)"
+  exit 0
+fi
+ip netns del "${NETNS_PREFIX}probe"
 netns_up || die "could not create the network namespaces"
 ok "namespaces $NS_A $NS_B $NS_C on bridge $NS_BR; floating IP $FIP"
 echo "open-iscsi settings: $FO_OPTS"
