@@ -57,17 +57,11 @@ VERIFY="$IT_DIR/tools/failover_verify.py"
 GUEST="$IT_DIR/guest/failover-writer.sh"
 
 GW_PID_a="" GW_PID_b="" VM_PID="" FO_WORK=""
+# (SIGTERM to the VM run first: timeout passes it on to run.sh, whose exit trap removes its
+# work dir; run_teardown is defined below)
 fo_cleanup() {
-  local p i
-  if [ -n "$VM_PID" ] && kill -TERM "$VM_PID" 2>/dev/null; then
-    # timeout passes SIGTERM on to run.sh, whose exit trap removes its work dir
-    for ((i = 0; i < 50; i++)); do kill -0 "$VM_PID" 2>/dev/null || break; sleep 0.1; done
-  fi
-  for p in "$GW_PID_a" "$GW_PID_b" "$VM_PID"; do
-    [ -n "$p" ] && kill -KILL "$p" 2>/dev/null
-  done
+  run_teardown
   netns_down
-  [ -n "$FO_WORK" ] && rm -rf "$FO_WORK"
 }
 trap 'fo_cleanup; target_stop' EXIT
 
@@ -157,6 +151,7 @@ TOTAL_PAUSE=0 TOTAL_ACKED=0 TOTAL_LOST=0 TOTAL_CORRUPT=0 TOTAL_PR=yes SELFTEST_D
 # one_run MODE(clean|crash)
 one_run() {
   local mode=$1 run console vmout t_kill t_up rc=0 line at img img_b o opts=()
+  run_teardown
   run=$(printf '%s%04x' "${mode:0:2}" $((RANDOM % 65536)))
   FO_WORK=$(mktemp -d "${TARGET_TMPDIR:-/tmp}/it-failover.XXXXXX")
   mkdir -p "$FO_WORK/shared/state" "$FO_WORK/logs"
@@ -257,6 +252,10 @@ EOF
   printf 'FOSTOP %s\n' "$run" | dd of="$img_b" bs=4096 seek="$FO_CTL" count=1 conv=notrunc,fsync status=none
   wait "$VM_PID" || rc=$?
   VM_PID=""
+  # the guest is done: stop node-b before the checker reads the file
+  kill -TERM "$GW_PID_b" 2>/dev/null
+  for ((o = 0; o < 100; o++)); do kill -0 "$GW_PID_b" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$GW_PID_b" 2>/dev/null && fail "$mode: node-b did not stop within 10 s of SIGTERM"
   grep -aE '^(PR-TAKEN|PR-KEPT|WRITER-END|WRITE-FAIL|KI-RESULT)' "$console" | sed 's/^/        | /'
   [ "$rc" -eq 0 ] && ok "$mode: guest finished: KI-RESULT: PASS" || fail "$mode: guest run failed (exit $rc), log $console"
   line=$(python3 "$VERIFY" --image "$img_b" --console "$console" --run "$run" --base "$FO_BASE" --verbose 2>"$FO_WORK/logs/verify.err")
@@ -268,12 +267,25 @@ EOF
     verify_selftest "$img_b" "$console" "$run"
     SELFTEST_DONE=1
   fi
-  kill -TERM "$GW_PID_b" 2>/dev/null
-  for ((o = 0; o < 100; o++)); do kill -0 "$GW_PID_b" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$GW_PID_b" 2>/dev/null
-  wait "$GW_PID_b" 2>/dev/null
-  GW_PID_b=""
-  rm -rf "$FO_WORK"; FO_WORK=""
+  run_teardown
+}
+
+# run_teardown: stops what a run left (also after an early return): VM, both gateways, files.
+run_teardown() {
+  local p i
+  if [ -n "$VM_PID" ] && kill -TERM "$VM_PID" 2>/dev/null; then
+    for ((i = 0; i < 50; i++)); do kill -0 "$VM_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
+  for p in "$GW_PID_a" "$GW_PID_b"; do
+    [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || continue
+    for ((i = 0; i < 100; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  for p in "$VM_PID" "$GW_PID_a" "$GW_PID_b"; do
+    [ -n "$p" ] && { kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; }
+  done
+  VM_PID="" GW_PID_a="" GW_PID_b=""
+  [ -n "$FO_WORK" ] && rm -rf "$FO_WORK"
+  FO_WORK=""
 }
 
 # record_line MODE LINE: checks one run's verdict and adds it to the totals.
