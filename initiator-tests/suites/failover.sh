@@ -16,8 +16,10 @@
 #      reaches node-b, whose kernel resets the stale connection); the floating IP moves to
 #      node-b (gratuitous ARP with arping -U, else a neighbour flush); the node-b gateway
 #      starts (retried while the lock is still busy, bounded);
-#   3. after FO_ACKS_AFTER more acks through node-b the host writes a stop mark into the LUN;
-#      the guest stops, checks the reservation is still held and releases it;
+#   3. after FO_ACKS_AFTER more acks through node-b, another initiator (qemu-io, libiscsi)
+#      must be refused a write (the restored reservation is enforced); the host writes a stop
+#      mark into the LUN; the guest stops, checks the reservation is still held and releases
+#      it; then the same foreign write must go through (control);
 #   4. tools/failover_verify.py checks every acknowledged record in the backing file.
 # Open-iscsi settings (FO_OPTS): replacement_timeout 30 s, NOP-Out every 5 s with a 5 s timeout.
 # Each run prints "<mode>: failover: pause_ms=... acked=... lost=... corrupt=... pr_kept=...";
@@ -245,6 +247,7 @@ EOF
   else
     fail "$mode: writes did not resume through node-b ($(acks "$console") acks)"
   fi
+  intruder_check "$mode" "$img_b" refused
   o=$(client_neigh_mac)
   [ "$o" = "$(mac_of "$NS_B")" ] && ok "$mode: the client reaches $FIP at node-b's MAC $o" ||
     fail "$mode: the client's neighbour entry for $FIP is '$o', not node-b's $(mac_of "$NS_B")"
@@ -252,6 +255,8 @@ EOF
   printf 'FOSTOP %s\n' "$run" | dd of="$img_b" bs=4096 seek="$FO_CTL" count=1 conv=notrunc,fsync status=none
   wait "$VM_PID" || rc=$?
   VM_PID=""
+  # control: the guest released its reservation, so the same write now goes through
+  intruder_check "$mode" "$img_b" allowed
   # the guest is done: stop node-b before the checker reads the file
   kill -TERM "$GW_PID_b" 2>/dev/null
   for ((o = 0; o < 100; o++)); do kill -0 "$GW_PID_b" 2>/dev/null || break; sleep 0.1; done
@@ -286,6 +291,31 @@ run_teardown() {
   VM_PID="" GW_PID_a="" GW_PID_b=""
   [ -n "$FO_WORK" ] && rm -rf "$FO_WORK"
   FO_WORK=""
+}
+
+# intruder_check MODE IMG refused|allowed: another initiator (qemu-io's libiscsi driver, from
+# the client namespace) writes 0x55 to 4 KiB slot FO_SPARE. "refused": while the guest holds
+# its reservation, node-b must refuse it and the slot stay zeros; "allowed" (the control, after
+# the guest released): it must go through and the slot hold 0x55.
+FO_SPARE=64
+intruder_check() {
+  local mode=$1 img=$2 want=$3 out rc=0 url got
+  command -v qemu-io >/dev/null || { echo "no qemu-io: intruder check not run"; return 0; }
+  url="driver=iscsi,transport=tcp,portal=$FIP:$FO_PORT,target=$FO_IQN,lun=0,initiator-name=iqn.2026-11.test.initiator-tests:intruder"
+  out=$(ip netns exec "$NS_C" timeout 30 qemu-io --image-opts "$url" -c "write -P 0x55 $((FO_SPARE * 4096)) 4096" 2>&1) || rc=$?
+  echo "$out" | sed 's/^/        | /' | head -n 3
+  got=$(dd if="$img" bs=4096 skip="$FO_SPARE" count=1 status=none | od -An -tx1 -v | tr -s ' \n' '\n' | sort -u | tr '\n' ' ')
+  if [ "$want" = refused ]; then
+    if [ "$rc" -ne 0 ] && [[ $out == *"write failed"* ]] && [ "$got" = " 00 " ]; then
+      ok "$mode: node-b enforces the restored reservation: another initiator's write refused (exit $rc), slot still zeros"
+    else
+      fail "$mode: another initiator's write while the reservation is held: exit $rc, slot bytes {$got}"
+    fi
+  elif [ "$rc" -eq 0 ] && [ "$got" = " 55 " ]; then
+    ok "$mode: control: after the release the same write goes through (slot holds 0x55)"
+  else
+    fail "$mode: control write after the release: exit $rc, slot bytes {$got}"
+  fi
 }
 
 # record_line MODE LINE: checks one run's verdict and adds it to the totals.
