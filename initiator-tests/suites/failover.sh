@@ -202,6 +202,11 @@ EOF
   else
     fail "$mode: no PR-TAKEN from the guest"; tail -n 15 "$vmout" | sed 's/^/        | /'
   fi
+  if grep -aqx "$FIP:$FO_PORT,[0-9]* $FO_IQN" "$console"; then
+    ok "$mode: SendTargets advertises the floating IP ($FIP:$FO_PORT)"
+  else
+    fail "$mode: SendTargets did not advertise $FIP:$FO_PORT"
+  fi
   [ -s "$FO_WORK/shared/state/$FO_IQN.lun0.pr" ] && ok "$mode: reservation state stored in the shared state_dir" ||
     fail "$mode: no reservation state file in $FO_WORK/shared/state"
   if ! wait_acks 90 "$console" "$FO_ACKS_BEFORE"; then
