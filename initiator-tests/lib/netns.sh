@@ -9,6 +9,7 @@
 # owning shell is gone. Sourced; needs lib/common.sh.
 
 NETNS_PREFIX=${NETNS_PREFIX:-isgfo$$-}
+# shellcheck disable=SC2034 # NS_A, NS_B: used by the sourcing suite
 NS_BR=${NETNS_PREFIX}br NS_A=${NETNS_PREFIX}a NS_B=${NETNS_PREFIX}b NS_C=${NETNS_PREFIX}c
 FO_NET=10.99.0
 IP_A=$FO_NET.11 IP_B=$FO_NET.12 IP_C=$FO_NET.20 FIP=$FO_NET.100
