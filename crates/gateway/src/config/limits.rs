@@ -20,8 +20,8 @@ pub struct Limits {
     /// 1..=4096, default 16. A further login gets status 0x0302 "out of resources".
     pub max_sessions_per_initiator: u32,
     /// Bytes of read data (Data-In) one connection may have produced but not yet handed to
-    /// the socket, 1 MiB..=1 GiB, default 32 MiB. Commands beyond it wait, and the
-    /// connection is not read, until the peer takes its responses.
+    /// the socket, 1 MiB..=1 GiB, default 32 MiB. Commands beyond it wait until the peer
+    /// takes its responses.
     pub max_outgoing_backlog: u64,
     /// Seconds a peer may take to accept queued responses before it is dropped, 1..=3600,
     /// default 30.

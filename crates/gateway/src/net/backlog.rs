@@ -2,8 +2,9 @@
 //! data a command will produce is reserved before the command runs and released only once
 //! its response was handed to the socket. A peer that stops reading its responses therefore
 //! stalls its own commands at the budget instead of making the gateway buffer without
-//! bound; the connection also stops reading new PDUs while the budget is used up, and the
-//! write timeout then drops it.
+//! bound (its commands beyond the CmdSN window are not taken at all), and the write timeout
+//! then drops it. The socket is still read while the budget is used up, so NOP-Out answers
+//! and task management get through while a slow backend holds the budget.
 
 use std::sync::Arc;
 
@@ -50,8 +51,9 @@ impl Backlog {
         self.sem.clone().acquire_many_owned(n).await.ok()
     }
 
-    /// True while the budget is used up: the connection should not take new commands.
-    pub fn is_full(&self) -> bool {
+    /// True while the budget is used up.
+    #[cfg(test)]
+    fn is_full(&self) -> bool {
         self.sem.available_permits() == 0
     }
 }

@@ -133,8 +133,7 @@ pub async fn serve_connection(
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            // While the backlog budget is used up, no new commands are taken from the peer.
-            r = read_some(&mut sock, &mut inbuf), if !backlog.is_full() => match r {
+            r = read_some(&mut sock, &mut inbuf) => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx };
