@@ -27,6 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import badclient as bc  # noqa: E402
 
 OP_R2T, OP_DATA_OUT = 0x31, 0x05
