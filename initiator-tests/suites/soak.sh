@@ -70,7 +70,7 @@ for i in 1 2 3 4; do
   WRITERS+=($!)
 done
 "${SOAK[@]}" writer --port "$TARGET_PORT" --iqn "$IQN" --lun 1 --name enospc --seed 100 \
-  --start 0 --end $((64 * MiB)) --duration "$DUR" --pause 0.06 \
+  --start 0 --end $((64 * MiB)) --duration "$DUR" --pause 0.005 --pause-after-check 0.08 \
   --log "$WORK/acked.log" >"$SUITE_LOG_DIR/writer-enospc.out" 2>&1 &
 WRITERS+=($!)
 PIDS+=("${WRITERS[@]}")

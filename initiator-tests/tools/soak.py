@@ -151,8 +151,9 @@ def run_writer(args):
             elif checks <= 5:
                 print(f"WRITER {args.name}: status {status:#04x} sense {sense}", flush=True)
         offset += args.size
-        if args.pause:
-            time.sleep(args.pause)
+        pause = args.pause_after_check if checks and args.pause_after_check is not None else args.pause
+        if pause:
+            time.sleep(pause)
     if conn:
         try:
             conn.logout()
@@ -306,7 +307,9 @@ def main():
     w.add_argument("--end", type=int, required=True, help="end of the region (exclusive)")
     w.add_argument("--size", type=int, default=65536)
     w.add_argument("--duration", type=float, default=60.0)
-    w.add_argument("--pause", type=float, default=0.0)
+    w.add_argument("--pause", type=float, default=0.0, help="seconds between writes")
+    w.add_argument("--pause-after-check", type=float, default=None,
+                   help="seconds between writes once one got CHECK CONDITION (e.g. space ran out)")
     w.add_argument("--timeout", type=float, default=10.0)
     w.add_argument("--log", required=True)
     v = sub.add_parser("verify")
