@@ -102,6 +102,7 @@ impl Config {
                 naa_company_id: None,
             },
             iscsi: Default::default(),
+            limits: Default::default(),
             target: vec![RawTarget {
                 iqn: flags
                     .iqn

@@ -8,6 +8,7 @@
 //! LUN identity (serial, NAA) derived by [`crate::identity`].
 
 mod cli;
+mod limits;
 mod names;
 mod raw;
 mod resolve;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use crate::block::{BlockDevice, DirectMode, OpenOptions};
 
 pub use cli::{parse_lun_flag, LunFlag, QuickFlags};
+pub use limits::Limits;
 pub use names::normalize_iscsi_name;
 pub use size::parse_size;
 
@@ -80,6 +82,7 @@ impl ConfigError {
 pub struct Config {
     pub server: ServerSettings,
     pub iscsi: IscsiTuning,
+    pub limits: Limits,
     #[serde(rename = "target")]
     pub targets: Vec<TargetSpec>,
 }

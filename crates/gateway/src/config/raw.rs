@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub iscsi: RawIscsi,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub target: Vec<RawTarget>,
 }
 
@@ -43,6 +45,15 @@ pub struct RawIscsi {
     pub nop_interval_secs: Option<u32>,
     pub nop_timeout_secs: Option<u32>,
     pub login_timeout_secs: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<u32>,
+    pub max_sessions_per_initiator: Option<u32>,
+    pub max_outgoing_backlog: Option<RawSize>,
+    pub write_timeout_secs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,6 +24,7 @@ type R<T> = Result<T, ConfigError>;
 pub(super) fn resolve(raw: RawConfig, default_data_dir: &str) -> R<Config> {
     let server = resolve_server(raw.server, default_data_dir)?;
     let iscsi = resolve_iscsi(raw.iscsi)?;
+    let limits = super::limits::resolve_limits(raw.limits)?;
     if raw.target.is_empty() {
         return Err(ConfigError::invalid(
             "target",
@@ -47,6 +48,7 @@ pub(super) fn resolve(raw: RawConfig, default_data_dir: &str) -> R<Config> {
     Ok(Config {
         server,
         iscsi,
+        limits,
         targets,
     })
 }

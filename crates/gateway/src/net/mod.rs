@@ -1,6 +1,7 @@
 //! The network side of the gateway: the per-connection task, the session registry, the
 //! targets' runtime state and the command executor.
 
+pub mod backlog;
 pub mod connection;
 pub mod exec;
 pub mod registry;
@@ -14,6 +15,8 @@ pub struct ServerContext {
     pub iscsi: Arc<iscsi::ServerConfig>,
     pub targets: targets::TargetSet,
     pub registry: registry::SessionRegistry,
+    /// `[limits]`: connection, session and backlog caps.
+    pub limits: crate::config::Limits,
 }
 
 impl ServerContext {
@@ -65,6 +68,7 @@ mod tests {
             }),
             targets: targets::TargetSet::empty(),
             registry: registry::SessionRegistry::default(),
+            limits: crate::config::Limits::default(),
         }
     }
 
