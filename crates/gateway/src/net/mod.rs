@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod exec;
+pub mod lun_gate;
 pub mod registry;
 pub mod targets;
 
