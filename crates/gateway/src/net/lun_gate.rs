@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::block::{BlockDevice, BlockError, OpenOptions};
 use crate::config::LunSpec;
-use crate::drbd::state::Verdict;
+use crate::drbd::state::{StopReason, Verdict};
 use crate::net::exec::{LunBackend, TargetRuntime};
 
 /// LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION.
@@ -80,7 +80,10 @@ impl LunSlot {
     }
 
     pub fn is_serving(&self) -> bool {
-        self.current().is_some()
+        matches!(
+            &*self.state.read().unwrap_or_else(|p| p.into_inner()),
+            SlotState::Open(_)
+        )
     }
 
     fn install(&self, dev: OpenDevice) {
@@ -229,7 +232,9 @@ pub async fn follow_drbd(
                     drop(dev);
                     warn!(target = %target.name, lun, resource, reason = %why, drained, "LUN no longer served; device closed");
                     last_logged = Some(why);
-                } else if last_logged.as_deref() != Some(why.as_str()) {
+                } else if *reason != StopReason::Unknown
+                    && last_logged.as_deref() != Some(why.as_str())
+                {
                     info!(target = %target.name, lun, resource, reason = %why, "LUN not served");
                     last_logged = Some(why);
                 }
