@@ -333,9 +333,8 @@ mod tests {
         };
         let first = BlockDevice::open(&p, &opts).expect("first open");
         let t = Instant::now();
-        let err = open_waiting(&p, &opts, Duration::from_millis(300))
-            .err()
-            .expect("second open must fail");
+        let err =
+            open_waiting(&p, &opts, Duration::from_millis(300)).expect_err("second open must fail");
         assert!(t.elapsed() >= Duration::from_millis(300));
         let msg = format!("{err:#}");
         assert!(msg.contains("locked by process"), "{msg}");
