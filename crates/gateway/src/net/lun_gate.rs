@@ -225,11 +225,7 @@ pub async fn follow_drbd(
             }
             Verdict::Stop(reason) => {
                 let why = reason.to_string();
-                if let Some(dev) = backend.slot.close() {
-                    let drained = tokio::time::timeout(DRAIN_TIMEOUT, backend.gate.write())
-                        .await
-                        .is_ok();
-                    drop(dev);
+                if let Some(drained) = stop_serving(&backend, DRAIN_TIMEOUT).await {
                     warn!(target = %target.name, lun, resource, reason = %why, drained, "LUN no longer served; device closed");
                     last_logged = Some(why);
                 } else if *reason != StopReason::Unknown
@@ -249,6 +245,19 @@ pub async fn follow_drbd(
             return;
         }
     }
+}
+
+/// Stops serving: new commands are refused at once, in-flight I/O (holding the gate
+/// shared) may finish for up to `drain`, then the device is dropped (its fd closes when the
+/// last in-flight user lets go). `None` when the LUN was not served; else whether every
+/// in-flight command finished within `drain`.
+async fn stop_serving(backend: &LunBackend, drain: Duration) -> Option<bool> {
+    let dev = backend.slot.close()?;
+    let drained = tokio::time::timeout(drain, backend.gate.write())
+        .await
+        .is_ok();
+    drop(dev);
+    Some(drained)
 }
 
 /// Opens the device of a DRBD LUN and starts serving it: checks the geometry against the
@@ -302,6 +311,66 @@ async fn reopen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fd_open(path: &Path) -> bool {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("proc")
+            .filter_map(|e| e.ok())
+            .any(|e| std::fs::read_link(e.path()).ok().as_deref() == Some(path))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_drains_in_flight_io_then_closes_the_fd() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("lun.img");
+        let opts = OpenOptions {
+            create_size: Some(1 << 20),
+            ..OpenOptions::default()
+        };
+        let device = BlockDevice::open(&p, &opts).expect("open");
+        let store = crate::state::PrStore::new(dir.path(), "iqn.2026-11.test:t", 0);
+        let backend = Arc::new(LunBackend::new(device, false, store));
+        assert!(fd_open(&p));
+        let tur = [0u8; 6];
+        let inquiry = [0x12u8, 0, 0, 0, 36, 0];
+        assert!(refuse(Some(&backend), &tur).is_none());
+        // A command in flight: holds the gate shared for 300 ms.
+        let b = backend.clone();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let in_flight = tokio::spawn(async move {
+            let _io = b.gate.read().await;
+            let _ = held_tx.send(());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+        held_rx.await.expect("in flight");
+        let t = Instant::now();
+        let drained = stop_serving(&backend, Duration::from_secs(5)).await;
+        assert_eq!(drained, Some(true));
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "did not wait for in-flight I/O"
+        );
+        in_flight.await.expect("task");
+        assert!(!fd_open(&p), "fd still open after stop");
+        let r = refuse(Some(&backend), &tur).expect("refused while stopped");
+        assert_eq!(
+            r.sense.unwrap_or_default().get(12..14),
+            Some(&[0x04, 0x0A][..])
+        );
+        assert!(refuse(Some(&backend), &inquiry).is_none());
+        assert_eq!(stop_serving(&backend, Duration::from_secs(1)).await, None);
+        // A stuck command does not block the stop beyond the drain bound.
+        let dev = BlockDevice::open(&p, &opts).expect("reopen");
+        backend.slot.install(OpenDevice {
+            device: dev,
+            force_fua: false,
+        });
+        let _stuck = backend.gate.read().await;
+        assert_eq!(
+            stop_serving(&backend, Duration::from_millis(100)).await,
+            Some(false)
+        );
+    }
 
     #[test]
     fn flock_holder_matches_device_and_inode() {
