@@ -45,7 +45,7 @@ trap cleanup EXIT
 # ---- fake DRBD state -------------------------------------------------------------------------
 write_state() { # ROLE
   cat >"$FAKE_DRBD_DIR/state" <<EOF
-exists resource name:r0 role:$1 suspended:no may_promote:no promotion_score:10102
+exists resource name:r0 role:$1 suspended:no may_promote:${MAY_PROMOTE:-no} promotion_score:10102
 exists connection name:r0 peer-node-id:1 conn-name:peer connection:Connected role:Secondary
 exists device name:r0 volume:0 minor:0 disk:UpToDate client:no quorum:${QUORUM:-yes}
 exists peer-device name:r0 peer-node-id:1 conn-name:peer volume:0 replication:Established peer-disk:UpToDate peer-client:no resync-suspended:no
@@ -58,7 +58,7 @@ set_role() { # ROLE: what DRBD would report on promotion/demotion
 write_state Secondary
 
 truncate -s 64M "$W/lun0.img" "$W/lun1.img"
-write_config() { # FILE PORT LOCK_WAIT WITH_DRBD_LUN
+write_config() { # FILE PORT LOCK_WAIT WITH_DRBD_LUN [AUTO_PROMOTE=false]
   {
     echo "[server]"
     echo "listen = [\"127.0.0.1:$2\"]"
@@ -66,7 +66,7 @@ write_config() { # FILE PORT LOCK_WAIT WITH_DRBD_LUN
     echo "lock_wait_secs = $3"
     echo "[drbd]"
     echo "drbdsetup = \"$IT_DIR/tools/fake-drbdsetup\""
-    echo "auto_promote = false"
+    echo "auto_promote = ${5:-false}"
     echo "[[target]]"
     echo "iqn = \"$IQN\""
     echo "[[target.lun]]"
@@ -196,5 +196,24 @@ t0=$(date +%s%N)
 kill -TERM "$A"
 wait_for 15 port_listening "$PORT_B" && ok "waiting gateway listens $((($(date +%s%N) - t0) / 1000000)) ms after SIGTERM to the holder" || fail "waiting gateway did not take over"
 check "LUN 1 served by the new gateway" bash -c "timeout $T iscsi-readcapacity16 -s 'iscsi://127.0.0.1:$PORT_B/$IQN/1' | grep -qx 67108864"
+
+echo "-- auto_promote = true: served while Secondary but promotable (the open promotes)"
+kill -TERM "$C"
+wait_for 10 bash -c "! kill -0 $C" || fail "gateway $C did not exit"
+MAY_PROMOTE=yes write_state Secondary
+: >"$FAKE_DRBD_DIR/changes"
+PORT_D=$(pick_free_port) || die "no free port"
+write_config "$W/d.toml" "$PORT_D" 1 yes true
+LOG_A="$SUITE_LOG_DIR/gateway-d.log"
+"$GATEWAY_BIN" serve --config "$W/d.toml" >"$LOG_A" 2>&1 &
+D=$!
+PIDS+=("$D")
+echo "$D gateway $PORT_D" >>"$SUITE_LOG_DIR/target.pids"
+wait_for 10 bash -c "grep 'LUN served' '$LOG_A' | grep -q Promote" && ok "may_promote:yes with auto_promote: LUN 0 opened (verdict Promote)" || fail "not served while promotable"
+check "READ CAPACITY on LUN 0 while promotable" bash -c "timeout $T iscsi-readcapacity16 -s 'iscsi://127.0.0.1:$PORT_D/$IQN/0' | grep -qx 67108864"
+write_state Secondary
+echo "change resource name:r0 may_promote:no" >>"$FAKE_DRBD_DIR/changes"
+wait_for 10 logged "LUN no longer served" && ok "may_promote:no (peer promoted): LUN 0 closed" || fail "still served after may_promote:no"
+fd_open "$D" "$W/lun0.img" && fail "lun0.img still open" || ok "lun0.img closed"
 
 checks_summary "drbd ($(suite_elapsed)s)"

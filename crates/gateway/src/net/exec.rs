@@ -22,7 +22,7 @@ use crate::state::PrStore;
 
 /// One LUN's backing store and its atomicity gate.
 pub struct LunBackend {
-    /// The open device, or why there is none (DRBD LUN not served: `net::lun_gate`).
+    /// The open device, or none while the LUN is not served (DRBD: `net::lun_gate`).
     pub slot: LunSlot,
     /// Where this LUN's persistent-reservation state is saved.
     pub(crate) pr_store: PrStore,

@@ -1,6 +1,6 @@
 //! Whether a LUN is served, and the one-writer rules around opening its backing store.
 //!
-//! * [`LunSlot`]: the LUN's open device, or the reason it has none. Commands on a LUN
+//! * [`LunSlot`]: the LUN's open device, or none while it is not served. Commands on a LUN
 //!   without a device get CHECK CONDITION, NOT READY / LOGICAL UNIT NOT ACCESSIBLE,
 //!   ASYMMETRIC ACCESS STATE TRANSITION (02/04/0A) from [`refuse`], except INQUIRY,
 //!   REPORT LUNS and REQUEST SENSE, so initiators keep seeing the LUN and its identity.
@@ -53,7 +53,7 @@ enum SlotState {
     Closed,
 }
 
-/// A LUN's device, or why it is not served.
+/// A LUN's open device, or none while the LUN is not served.
 pub struct LunSlot {
     state: RwLock<SlotState>,
 }
