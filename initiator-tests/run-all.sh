@@ -7,7 +7,7 @@
 # usage: initiator-tests/run-all.sh [--only STEP[,STEP]] [--skip STEP[,STEP]] [--keep-logs DIR]
 #                                   [--no-install] [--list]
 # Steps, in order: install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input
-#                  limits soak deploy kernel failover libiscsi-compliance   (fuzz: fuzz/run.sh, FUZZ_SECONDS per target)
+#                  limits soak drbd deploy kernel failover libiscsi-compliance   (fuzz: fuzz/run.sh, FUZZ_SECONDS per target)
 # Env: TARGET_KIND=gateway|tgt, CARGO_TARGET_DIR, KI_DIR, PORT_RANGE (default 13260-13999),
 #      STEP_TIMEOUT_<STEP> (seconds, '-' as '_', e.g. STEP_TIMEOUT_libiscsi_compliance=1200).
 set -uo pipefail
@@ -18,10 +18,10 @@ export IT_DIR REPO_DIR
 source "$IT_DIR/lib/common.sh"
 export TARGET_KIND
 
-ALL_STEPS=(install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input limits soak deploy kernel failover libiscsi-compliance)
+ALL_STEPS=(install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input limits soak drbd deploy kernel failover libiscsi-compliance)
 declare -A TIMEOUTS=([install]=900 [build]=1200 [unit-tests]=900 [clippy]=900 [fmt]=120 [fuzz]=900
-  [libiscsi-tools]=240 [qemu]=420 [bad-input]=900 [limits]=240 [soak]=420 [deploy]=180 [kernel]=1300
-  [failover]=420 [libiscsi-compliance]=1100)
+  [libiscsi-tools]=240 [qemu]=420 [bad-input]=900 [limits]=240 [soak]=420 [drbd]=240 [deploy]=180
+  [kernel]=1300 [failover]=420 [libiscsi-compliance]=1100)
 only="" skip="" keep_logs="" no_install=""
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }

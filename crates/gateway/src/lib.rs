@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod config;
+pub mod drbd;
 pub mod identity;
 pub mod net;
 pub mod server;

@@ -100,6 +100,7 @@ impl Config {
                 data_dir: Some(data_dir),
                 state_dir: None,
                 naa_company_id: None,
+                lock_wait_secs: None,
             },
             iscsi: Default::default(),
             limits: Default::default(),
@@ -112,6 +113,7 @@ impl Config {
                 tpgt: None,
                 lun: luns,
             }],
+            drbd: Default::default(),
         };
         resolve::resolve(raw, DEFAULT_CLI_DATA_DIR)
     }

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub target: Vec<RawTarget>,
+    #[serde(default)]
+    pub drbd: RawDrbd,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +32,14 @@ pub struct RawServer {
     pub data_dir: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub naa_company_id: Option<u32>,
+    pub lock_wait_secs: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrbd {
+    pub drbdsetup: Option<PathBuf>,
+    pub auto_promote: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,4 +92,5 @@ pub struct RawLun {
     pub unmap: Option<bool>,
     pub direct: Option<DirectMode>,
     pub lun: Option<u16>,
+    pub drbd_resource: Option<String>,
 }

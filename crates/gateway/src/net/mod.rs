@@ -4,6 +4,7 @@
 pub mod backlog;
 pub mod connection;
 pub mod exec;
+pub mod lun_gate;
 pub mod registry;
 pub mod targets;
 
