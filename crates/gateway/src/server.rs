@@ -51,10 +51,21 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         t.abort();
     }
     ctx.registry.close_all("gateway shutting down");
-    // Connections see the shutdown signal too; give them a moment to say goodbye.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Connections see the shutdown signal too. Each holds a connection slot until it has
+    // ended, so all slots free again means every connection said goodbye; wait for that, but
+    // no longer than SHUTDOWN_GRACE (a takeover node is waiting for the device).
+    let all = config.limits.max_connections;
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
     Ok(())
 }
+
+/// Longest wait at shutdown for connections to finish their goodbyes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 async fn accept_loop(
     listener: TcpListener,
