@@ -7,8 +7,9 @@
 # usage: initiator-tests/run-all.sh [--only STEP[,STEP]] [--skip STEP[,STEP]] [--keep-logs DIR]
 #                                   [--no-install] [--list]
 # Steps, in order: install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input
-#                  chap kernel libiscsi-compliance   (fuzz: fuzz/run.sh, FUZZ_SECONDS per target;
-#                  chap: CHAP and access control with libiscsi and the kernel initiator)
+#                  limits soak drbd deploy chap kernel failover libiscsi-compliance   (fuzz: fuzz/run.sh,
+#                  FUZZ_SECONDS per target; chap: CHAP and access control with libiscsi and the
+#                  kernel initiator)
 # Env: TARGET_KIND=gateway|tgt, CARGO_TARGET_DIR, KI_DIR, PORT_RANGE (default 13260-13999),
 #      STEP_TIMEOUT_<STEP> (seconds, '-' as '_', e.g. STEP_TIMEOUT_libiscsi_compliance=1200).
 set -uo pipefail
@@ -19,9 +20,10 @@ export IT_DIR REPO_DIR
 source "$IT_DIR/lib/common.sh"
 export TARGET_KIND
 
-ALL_STEPS=(install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input chap kernel libiscsi-compliance)
+ALL_STEPS=(install build unit-tests clippy fmt fuzz libiscsi-tools qemu bad-input limits soak drbd deploy chap kernel failover libiscsi-compliance)
 declare -A TIMEOUTS=([install]=900 [build]=1200 [unit-tests]=900 [clippy]=900 [fmt]=120 [fuzz]=900
-  [libiscsi-tools]=240 [qemu]=420 [bad-input]=900 [chap]=300 [kernel]=1300 [libiscsi-compliance]=1100)
+  [libiscsi-tools]=240 [qemu]=420 [bad-input]=900 [limits]=240 [soak]=420 [drbd]=240 [deploy]=180 [chap]=300
+  [kernel]=1300 [failover]=420 [libiscsi-compliance]=1100)
 only="" skip="" keep_logs="" no_install=""
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -97,7 +99,8 @@ step_install() {
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "not root or no apt-get: not installing; checking tools only"
   else
-    local pkgs=(libiscsi-bin sg3-utils iproute2 python3 coreutils) missing=() p v
+    # iputils-arping: gratuitous ARP when the failover suite moves its floating IP
+    local pkgs=(libiscsi-bin sg3-utils iproute2 python3 coreutils systemd strace drbd-utils util-linux resource-agents iptables e2fsprogs iputils-arping) missing=() p v
     [ "$TARGET_KIND" = tgt ] && pkgs+=(tgt)
     for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     # qemu-utils may be a newer backport than qemu-block-extra (the iscsi driver): pin both to

@@ -70,19 +70,8 @@ _target_start_gateway() {
   for f in "${TARGET_BACKING[@]}"; do args+=(--lun "$f${GATEWAY_LUN_SUFFIX-,size=$size}"); done
   # --data-dir in the target's temp dir: reservation state (data-dir/state) stays with this
   # target instance (kept across its restarts, gone with it), never in the repository.
-  # GATEWAY_TOML_GLOBAL / GATEWAY_TOML_TARGET (TOML text, e.g. [discovery.auth] / keys and
-  # [target.auth] of the target): serve the same setup from a generated config file instead.
-  if [ -n "${GATEWAY_TOML_GLOBAL:-}${GATEWAY_TOML_TARGET:-}" ]; then
-    {
-      printf '[server]\nlisten = ["127.0.0.1:%s"]\ndata_dir = "%s"\n%s\n' "$TARGET_PORT" "$TARGET_WORK/data" "${GATEWAY_TOML_GLOBAL:-}"
-      printf '[[target]]\niqn = "%s"\n%s\n' "$TARGET_IQN" "${GATEWAY_TOML_TARGET:-}"
-      for f in "${TARGET_BACKING[@]}"; do printf '[[target.lun]]\npath = "%s"\nsize = "%s"\n' "$f" "$size"; done
-    } >"$TARGET_WORK/gateway.toml"
-    args=(--config "$TARGET_WORK/gateway.toml")
-  else
-    args=(--listen "127.0.0.1:$TARGET_PORT" --iqn "$TARGET_IQN" "${args[@]}" --data-dir "$TARGET_WORK/data")
-  fi
-  "$GATEWAY_BIN" --log-level "${GATEWAY_LOG_LEVEL:-debug}" serve "${args[@]}" >"$TARGET_LOG" 2>&1 &
+  "$GATEWAY_BIN" serve --listen "127.0.0.1:$TARGET_PORT" --iqn "$TARGET_IQN" "${args[@]}" \
+    --data-dir "$TARGET_WORK/data" --log-level "${GATEWAY_LOG_LEVEL:-debug}" >"$TARGET_LOG" 2>&1 &
   TARGET_PID=$!
   _target_record_pid
   _target_wait_listen
@@ -144,3 +133,21 @@ target_lun() { echo $((TARGET_LUN_BASE + ${1:-0})); }
 # target_url IDX: iscsi://127.0.0.1:PORT/IQN/LUN for the IDX-th data LUN.
 target_url() { echo "iscsi://127.0.0.1:$TARGET_PORT/$TARGET_IQN/$(target_lun "${1:-0}")"; }
 target_portal_url() { echo "iscsi://127.0.0.1:$TARGET_PORT/"; }
+
+# target_start_config TOML IQN: starts the gateway (TARGET_KIND=gateway only) with a config file
+# the suite wrote, listening on 127.0.0.1:$TARGET_PORT (pick TARGET_PORT first). The suite owns
+# the files the config names; TARGET_WORK, if the suite sets it, is removed by target_stop.
+target_start_config() {
+  local toml=$1
+  TARGET_IQN=$2
+  TARGET_LUN_BASE=0
+  [ "$TARGET_KIND" = gateway ] || { echo "target_start_config: gateway only" >&2; return 1; }
+  [ -x "$GATEWAY_BIN" ] || { echo "gateway binary not found: $GATEWAY_BIN" >&2; return 1; }
+  mkdir -p "${SUITE_LOG_DIR:-/tmp}"
+  TARGET_LOG="${SUITE_LOG_DIR:-/tmp}/target-$TARGET_KIND-$TARGET_PORT.log"
+  "$GATEWAY_BIN" serve --config "$toml" --log-level "${GATEWAY_LOG_LEVEL:-info}" >>"$TARGET_LOG" 2>&1 &
+  TARGET_PID=$!
+  _target_record_pid
+  _target_wait_listen || { target_stop; return 1; }
+  echo "target: gateway pid $TARGET_PID on 127.0.0.1:$TARGET_PORT iqn $TARGET_IQN (config $toml), log $TARGET_LOG"
+}

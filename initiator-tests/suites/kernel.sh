@@ -3,6 +3,7 @@
 # two 1 GiB LUNs:
 #   1. node 1 does what Proxmox does for shared LVM (scripts/proxmox-shared-lvm.sh);
 #   2. node 2 (another InitiatorName) sees that VG and its LV (scripts/second-node-sees-vg.sh);
+#   2b. lvm-guide/README.md's commands and open-iscsi timeouts (guest/lvm-guide.sh);
 #   3. guest/fs-and-vpd.sh: ext4 on LUN 2, blkdiscard, sg_vpd 0x83/0xb0/0xb2, sg_readcap, a
 #      persistent-reservation cycle with sg_persist;
 #   4. HeaderDigest and DataDigest CRC32C negotiated, 16 MiB round trip (guest/digests.sh).
@@ -38,12 +39,16 @@ vm() {
   fi
 }
 
-# KERNEL_RUNS: which VM runs (default all): node1-shared-lvm,node2-sees-vg,fs-and-vpd,digests,
-# pr-restart
-runs=",${KERNEL_RUNS:-node1-shared-lvm,node2-sees-vg,fs-and-vpd,digests,pr-restart},"
+# KERNEL_RUNS: which VM runs (default all): node1-shared-lvm,node2-sees-vg,lvm-guide,fs-and-vpd,
+# digests,pr-restart
+runs=",${KERNEL_RUNS:-node1-shared-lvm,node2-sees-vg,lvm-guide,fs-and-vpd,digests,pr-restart},"
 want() { [[ $runs == *",$1,"* ]]; }
 want node1-shared-lvm && vm node1-shared-lvm --script "$KI_DIR/scripts/proxmox-shared-lvm.sh"
 want node2-sees-vg && vm node2-sees-vg --initiator iqn.2026-11.test.kernel-initiator:node2 --script "$KI_DIR/scripts/second-node-sees-vg.sh"
+# lvm-guide/README.md's commands, with the open-iscsi timeouts it recommends (they must be in effect)
+want lvm-guide && vm lvm-guide --opt node.session.timeo.replacement_timeout=15 \
+  --opt 'node.conn[0].timeo.noop_out_interval=5' --opt 'node.conn[0].timeo.noop_out_timeout=10' \
+  --script "$IT_DIR/guest/lvm-guide.sh"
 want fs-and-vpd && vm fs-and-vpd --script "$IT_DIR/guest/fs-and-vpd.sh"
 want digests && vm digests --opt 'node.conn[0].iscsi.HeaderDigest=CRC32C' --opt 'node.conn[0].iscsi.DataDigest=CRC32C' --script "$IT_DIR/guest/digests.sh"
 # Persistent reservations survive a gateway restart on the same config (the gateway keeps

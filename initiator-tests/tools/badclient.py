@@ -11,6 +11,17 @@ Subcommands (all talk to 127.0.0.1:PORT only, every socket operation bounded by 
                    answers the logout with response 0 and then closes the connection
   inquiry          log in (normal session) and send INQUIRY (standard or --page VPD), print the
                    payload as hex and, for page 0x80/0x83, the decoded serial / designators
+  connections      open --count TCP connections at once, hold them --hold s; print which ones
+                   the target closed at once ("CONNECTIONS open=N closed=M")
+  sessions         log in --count normal sessions (same InitiatorName, distinct ISIDs), hold
+                   them --hold s; print each login's status ("SESSIONS ok=N refused=M ...")
+  login-timeout    connect and send nothing (--half: the first half of a login) and measure when
+                   the target closes ("CLOSED after S s" or "OPEN after S s")
+  nop-silent       log in, then never answer NOP-In pings; print the pings seen and when the
+                   target closed ("NOPIN count=N closed_after=S")
+  no-read          log in with a small receive buffer, send --count READs of --size bytes and
+                   never read the responses; then wait for the target to drop the connection
+                   ("NOREAD sent=N closed_after=S")
 
 Why its own client: iscsi-inq prints binary NAA designators as raw characters, and no packaged
 tool sends malformed PDUs on purpose.
@@ -63,11 +74,12 @@ def bhs(opcode, flags=0, dlen=0, lun=0, itt=0, rest=b"", immediate=False, ahs_le
     return head + rest + b"\0" * (28 - len(rest))
 
 
-def login_bhs(csg, nsg, transit, data_len, itt=1, cmdsn=1, expstatsn=0, vmax=0, vmin=0, tsih=0):
+def login_bhs(csg, nsg, transit, data_len, itt=1, cmdsn=1, expstatsn=0, vmax=0, vmin=0, tsih=0,
+              isid=ISID):
     flags = (0x80 if transit else 0) | ((csg & 3) << 2) | (nsg & 3)
     b = bytearray(bhs(OP_LOGIN_REQ, flags, data_len, itt=itt, immediate=True))
     b[2], b[3] = vmax, vmin
-    b[8:14] = ISID
+    b[8:14] = isid
     b[14:16] = struct.pack(">H", tsih)
     b[20:22] = struct.pack(">H", 0)  # CID
     b[24:28] = struct.pack(">I", cmdsn)
@@ -76,14 +88,23 @@ def login_bhs(csg, nsg, transit, data_len, itt=1, cmdsn=1, expstatsn=0, vmax=0, 
 
 
 class Conn:
-    def __init__(self, port, timeout):
+    def __init__(self, port, timeout, rcvbuf=None):
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if rcvbuf:
+            # set before connect, so the advertised window stays small
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.statsn = 0
         self.cmdsn = 1
         self.itt = 0x100
         self.max_send = 8192
+        self.isid = ISID
+        self.initiator = INITIATOR
 
     def send(self, data):
         self.sock.sendall(data)
@@ -116,7 +137,7 @@ class Conn:
     def login_pdu(self, csg, nsg, transit, pairs, raw=None, **kw):
         data = raw if raw is not None else text(pairs)
         self.send(login_bhs(csg, nsg, transit, len(data), itt=1, cmdsn=self.cmdsn,
-                            expstatsn=self.statsn, **kw) + pad4(data))
+                            expstatsn=self.statsn, isid=self.isid, **kw) + pad4(data))
         op, h, d = self.recv_pdu()
         if op == OP_LOGIN_RSP:
             self.statsn = struct.unpack(">I", h[24:28])[0] + 1
@@ -124,7 +145,8 @@ class Conn:
 
     def login(self, session_type="Normal", target=None):
         """Security stage (AuthMethod=None) then operational stage to full feature."""
-        sec = [("InitiatorName", INITIATOR), ("SessionType", session_type), ("AuthMethod", "None")]
+        sec = [("InitiatorName", self.initiator), ("SessionType", session_type),
+               ("AuthMethod", "None")]
         if target:
             sec.insert(1, ("TargetName", target))
         op, h, d = self.login_pdu(0, 1, True, sec)
@@ -148,6 +170,17 @@ class Conn:
                 return keys
             ops = []
         raise RuntimeError("login did not reach full feature phase")
+
+    def read_pdu(self, lun, cdb, alloc):
+        """A READ-type command PDU (for sending later, e.g. many in one write)."""
+        itt = self.next_itt()
+        b = bytearray(bhs(OP_SCSI_CMD, 0x80 | 0x40 | 0x01, 0, lun=lun_field(lun), itt=itt))
+        b[20:24] = struct.pack(">I", alloc)
+        b[24:28] = struct.pack(">I", self.cmdsn)
+        b[28:32] = struct.pack(">I", self.statsn)
+        b[32:32 + len(cdb)] = cdb
+        self.cmdsn += 1
+        return bytes(b)
 
     def next_itt(self):
         self.itt += 1
@@ -485,6 +518,164 @@ def run_inquiry(args):
         conn.close()
 
 
+def wait_closed(conn, bound, drain=False):
+    """Seconds until the target closes `conn` (None: still open after `bound`). Without
+    `drain` any PDU counts as activity and is skipped; NOP-Ins are never answered."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < bound:
+        conn.sock.settimeout(max(0.05, bound - (time.monotonic() - t0)))
+        try:
+            chunk = conn.sock.recv(1 << 20 if drain else 4096)
+        except (socket.timeout, TimeoutError):
+            return None
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - t0
+        if not chunk:
+            return time.monotonic() - t0
+    return None
+
+
+def run_connections(args):
+    socks, closed = [], 0
+    for _ in range(args.count):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", args.port), timeout=args.timeout))
+        except OSError:
+            closed += 1
+    time.sleep(0.5)
+    open_ = []
+    for s in socks:
+        s.settimeout(0.2)
+        try:
+            gone = s.recv(1) == b""
+        except (socket.timeout, TimeoutError):
+            gone = False
+        except OSError:
+            gone = True
+        if gone:
+            closed += 1
+            s.close()
+        else:
+            open_.append(s)
+    print(f"CONNECTIONS open={len(open_)} closed={closed}", flush=True)
+    time.sleep(args.hold)
+    for s in open_:
+        s.close()
+    return 0
+
+
+def run_sessions(args):
+    conns, ok, refused, details = [], 0, 0, []
+    for i in range(args.count):
+        conn = Conn(args.port, args.timeout)
+        conn.isid = bytes([0x80, 0x12, 0x34, 0x56, 0x00, i & 0xFF])
+        try:
+            conn.login("Normal", args.iqn)
+            ok += 1
+            details.append(f"{i}:ok")
+            conns.append(conn)
+        except RuntimeError as e:
+            refused += 1
+            details.append(f"{i}:{str(e).replace(' ', '_')}")
+            conn.close()
+        except (Closed, OSError) as e:
+            refused += 1
+            details.append(f"{i}:closed({type(e).__name__})")
+            conn.close()
+    print(f"SESSIONS ok={ok} refused={refused} {' '.join(details)}", flush=True)
+    time.sleep(args.hold)
+    for c in conns:
+        try:
+            c.logout()
+        except (Closed, RuntimeError, OSError):
+            pass
+        c.close()
+    return 0
+
+
+def run_login_timeout(args):
+    conn = Conn(args.port, args.timeout)
+    t0 = time.monotonic()
+    if args.half:
+        data = pad4(text([("InitiatorName", INITIATOR), ("TargetName", args.iqn),
+                          ("AuthMethod", "None")]))
+        conn.send(login_bhs(0, 1, True, len(data)) + data[: len(data) // 2])
+    dt = wait_closed(conn, args.bound)
+    conn.close()
+    if dt is None:
+        print(f"OPEN after {args.bound:.1f} s")
+    else:
+        print(f"CLOSED after {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def run_nop_silent(args):
+    conn = Conn(args.port, args.timeout)
+    try:
+        conn.login("Normal", args.iqn)
+    except (Closed, RuntimeError, OSError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}")
+        return 1
+    t0 = time.monotonic()
+    pings = 0
+    conn.sock.settimeout(args.bound)
+    while time.monotonic() - t0 < args.bound:
+        try:
+            op, h, _ = conn.recv_pdu()
+        except (Closed, ConnectionResetError):
+            print(f"NOPIN count={pings} closed_after={time.monotonic() - t0:.1f}")
+            return 0
+        except (socket.timeout, TimeoutError):
+            break
+        if op == 0x20:
+            pings += 1
+    print(f"NOPIN count={pings} closed_after=none (open after {args.bound:.0f}s)")
+    conn.close()
+    return 0
+
+
+def run_no_read(args):
+    conn = Conn(args.port, args.timeout, rcvbuf=args.rcvbuf)
+    try:
+        conn.login("Normal", args.iqn)
+        # READ CAPACITY(10): the block size, to size the READs
+        for _ in range(3):  # the first command of a new nexus may get a UNIT ATTENTION
+            status, data = conn.scsi_read(args.lun, bytes([0x25] + [0] * 9), 8)
+            if status == 0:
+                break
+        if status != 0 or len(data) < 8:
+            print(f"FAIL: READ CAPACITY status {status:#04x}")
+            return 1
+        bs = struct.unpack(">I", data[4:8])[0]
+        blocks = max(1, args.size // bs)
+        # All commands in one write, so the target has them all before any response is due.
+        batch = b""
+        for i in range(args.count):
+            lba = (i * blocks) % max(1, (struct.unpack(">I", data[0:4])[0] + 1 - blocks))
+            cdb = struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
+            batch += conn.read_pdu(args.lun, cdb, blocks * bs)
+        conn.sock.settimeout(5)
+        conn.send(batch)
+        sent = args.count
+    except (Closed, RuntimeError, OSError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}")
+        return 1
+    print(f"NOREAD sent={sent} of {blocks * bs} bytes each; not reading", flush=True)
+    t0 = time.monotonic()
+    if args.signal_file:
+        open(args.signal_file, "w").close()
+    # Not reading: sleep in small steps until the wait is over, then look whether the target
+    # closed (a closed connection shows as EOF/RST once the buffered bytes are drained).
+    time.sleep(args.hold)
+    dt = wait_closed(conn, args.bound, drain=True)
+    conn.close()
+    if dt is None:
+        print(f"NOREAD closed_after=none (still open {args.hold + args.bound:.0f}s after the last READ)")
+    else:
+        print(f"NOREAD closed_after<={args.hold + dt:.1f}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, required=False)
@@ -498,6 +689,25 @@ def main():
     c.add_argument("--idle", type=float, default=3.0, help="seconds the idle case waits")
     sub.add_parser("cases")
     sub.add_parser("discovery")
+    cn = sub.add_parser("connections")
+    cn.add_argument("--count", type=int, default=8)
+    cn.add_argument("--hold", type=float, default=1.0)
+    se = sub.add_parser("sessions")
+    se.add_argument("--count", type=int, default=3)
+    se.add_argument("--hold", type=float, default=1.0)
+    lt = sub.add_parser("login-timeout")
+    lt.add_argument("--half", action="store_true")
+    lt.add_argument("--bound", type=float, default=30.0)
+    ns = sub.add_parser("nop-silent")
+    ns.add_argument("--bound", type=float, default=60.0)
+    nr = sub.add_parser("no-read")
+    nr.add_argument("--lun", type=int, default=0)
+    nr.add_argument("--count", type=int, default=128)
+    nr.add_argument("--size", type=int, default=4 << 20)
+    nr.add_argument("--rcvbuf", type=int, default=4096)
+    nr.add_argument("--hold", type=float, default=10.0, help="seconds of not reading")
+    nr.add_argument("--bound", type=float, default=30.0)
+    nr.add_argument("--signal-file", default=None, help="touched once all READs are sent")
     q = sub.add_parser("inquiry")
     q.add_argument("--lun", type=int, default=0)
     q.add_argument("--page", default=None, help="VPD page, e.g. 0x83")
@@ -513,6 +723,11 @@ def main():
         return run_case(args)
     if args.cmd == "discovery":
         return run_discovery(args)
+    runners = {"connections": run_connections, "sessions": run_sessions,
+               "login-timeout": run_login_timeout, "nop-silent": run_nop_silent,
+               "no-read": run_no_read}
+    if args.cmd in runners:
+        return runners[args.cmd](args)
     return run_inquiry(args)
 
 

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod block;
 pub mod config;
+pub mod drbd;
 pub mod identity;
 pub mod net;
 pub mod server;

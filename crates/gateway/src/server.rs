@@ -1,5 +1,11 @@
 //! The server: opens the LUNs, binds the portals, and runs one task per TCP connection
 //! until shutdown is signalled.
+//!
+//! The connection cap (`[limits] max_connections`, all portals together) is enforced here,
+//! right after accept: a connection over the cap is closed at once, before any byte of it
+//! is read. That costs nothing (no login parsing, no slot held for login_timeout by a
+//! flood), and an initiator sees the same as a target that is down and retries after its
+//! own delay; a Login reject (0x0301/0x0302) would need a slot for the login exchange.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::access::AccessControl;
@@ -24,8 +30,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         iscsi: Arc::new(iscsi_config(&config)),
         targets,
         registry: SessionRegistry::default(),
+        limits: config.limits.clone(),
         access: AccessControl::from_config(&config),
     });
+    let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let mut accept_tasks = Vec::new();
     for addr in &config.server.listen {
         let listener = TcpListener::bind(addr)
@@ -35,6 +43,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             ctx.clone(),
+            slots.clone(),
             shutdown.clone(),
         )));
     }
@@ -44,23 +53,45 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         t.abort();
     }
     ctx.registry.close_all("gateway shutting down");
-    // Connections see the shutdown signal too; give them a moment to say goodbye.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Connections see the shutdown signal too. Each holds a connection slot until it has
+    // ended, so all slots free again means every connection said goodbye; wait for that, but
+    // no longer than SHUTDOWN_GRACE (a takeover node is waiting for the device).
+    let all = config.limits.max_connections;
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
     Ok(())
 }
+
+/// Longest wait at shutdown for connections to finish their goodbyes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ServerContext>,
+    slots: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let mut refused = RefusalLog::default();
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    refused.note(peer, ctx.limits.max_connections);
+                    drop(sock);
+                    continue;
+                };
                 if let Err(e) = sock.set_nodelay(true) {
                     warn!(%peer, error = %e, "cannot set TCP_NODELAY");
                 }
-                tokio::spawn(serve_connection(sock, peer, ctx.clone(), shutdown.clone()));
+                let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    serve_connection(sock, peer, ctx, shutdown).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
@@ -68,6 +99,30 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Logs refused connections: the first of each second by name, the rest as a count, so a
+/// connection flood cannot flood the log too.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, peer: SocketAddr, max: u32) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        warn!(%peer, max, also_refused = self.suppressed, "connection refused: limits.max_connections reached, closed at once");
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }
 
@@ -111,5 +166,56 @@ pub fn portal_string(addr: &SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::net::targets::TargetSet;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
+
+    /// Reads until EOF or `limit`; true when the peer closed the connection.
+    async fn closed_within(sock: &mut TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(limit, sock.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_at_once_and_slots_come_back() {
+        let ctx = Arc::new(ServerContext {
+            iscsi: Arc::new(iscsi::ServerConfig {
+                targets: Vec::new(),
+                limits: iscsi::Limits::default(),
+            }),
+            targets: TargetSet::empty(),
+            registry: SessionRegistry::default(),
+            limits: crate::config::Limits::default(),
+            access: AccessControl::open(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(2));
+        let task = tokio::spawn(accept_loop(listener, ctx, slots, stop_rx));
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // The third is over the cap: closed without a byte. The first two stay open (they
+        // are in login, with the default 15 s login timeout).
+        assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+        assert!(!closed_within(&mut a, Duration::from_millis(200)).await);
+        assert!(!closed_within(&mut b, Duration::from_millis(200)).await);
+        // One leaves: its slot is given back and a new connection is served.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut d = TcpStream::connect(addr).await.unwrap();
+        assert!(!closed_within(&mut d, Duration::from_millis(300)).await);
+        task.abort();
     }
 }

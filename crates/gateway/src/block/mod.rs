@@ -10,9 +10,11 @@ mod aligned;
 mod device;
 mod engine;
 mod error;
+mod props;
 mod sys;
 
 pub use aligned::{AlignedBuf, BUF_ALIGN};
 pub use device::{BlockDevice, DirectMode, Extent, OpenOptions};
 pub use engine::{Engine, EngineConfig};
 pub use error::{BlockError, IoFailure};
+pub use props::{DeviceProps, Probe};

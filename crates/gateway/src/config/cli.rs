@@ -100,8 +100,10 @@ impl Config {
                 data_dir: Some(data_dir),
                 state_dir: None,
                 naa_company_id: None,
+                lock_wait_secs: None,
             },
             iscsi: Default::default(),
+            limits: Default::default(),
             target: vec![RawTarget {
                 iqn: flags
                     .iqn
@@ -112,6 +114,7 @@ impl Config {
                 lun: luns,
                 ..RawTarget::default()
             }],
+            drbd: Default::default(),
             ..RawConfig::default()
         };
         resolve::resolve(raw, DEFAULT_CLI_DATA_DIR)

@@ -10,6 +10,7 @@
 mod auth;
 mod cidr;
 mod cli;
+mod limits;
 mod names;
 mod raw;
 mod resolve;
@@ -20,11 +21,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::block::{BlockDevice, DirectMode, OpenOptions};
+use crate::block::{DeviceProps, DirectMode, OpenOptions};
 
 pub use auth::{read_secret_file, AuthSpec, MAX_SECRET_LEN, MIN_SECRET_LEN};
 pub use cidr::IpNetwork;
 pub use cli::{parse_lun_flag, LunFlag, QuickFlags};
+pub use limits::Limits;
 pub use names::normalize_iscsi_name;
 pub use size::parse_size;
 
@@ -84,9 +86,32 @@ impl ConfigError {
 pub struct Config {
     pub server: ServerSettings,
     pub iscsi: IscsiTuning,
+    pub limits: Limits,
+    pub drbd: DrbdSettings,
     pub discovery: DiscoverySettings,
     #[serde(rename = "target")]
     pub targets: Vec<TargetSpec>,
+}
+
+/// `[drbd]`: how LUNs with `drbd_resource` follow their DRBD resource (see `crate::drbd`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DrbdSettings {
+    /// The `drbdsetup` program (default `drbdsetup`, looked up on PATH).
+    pub drbdsetup: PathBuf,
+    /// DRBD 9 auto-promote is on and the gateway relies on it: a LUN is served as soon as
+    /// DRBD says the node may promote, and opening the device read-write promotes it.
+    /// `false`: wait until a cluster manager (e.g. drbd-reactor) made the node Primary.
+    /// Default true (DRBD 9's own default).
+    pub auto_promote: bool,
+}
+
+impl Default for DrbdSettings {
+    fn default() -> Self {
+        DrbdSettings {
+            drbdsetup: PathBuf::from("drbdsetup"),
+            auto_promote: true,
+        }
+    }
 }
 
 /// `[discovery]`.
@@ -114,6 +139,9 @@ pub struct ServerSettings {
     pub state_dir: PathBuf,
     /// 24-bit IEEE company id of derived NAA designators.
     pub naa_company_id: u32,
+    /// At start, how long to wait for a backing store another process holds exclusively
+    /// (a gateway that is still shutting down) before giving up. Default 10, 0 = no wait.
+    pub lock_wait_secs: u32,
 }
 
 /// `[iscsi]`: operational parameters the target offers / enforces (RFC 7143 §13).
@@ -211,6 +239,9 @@ pub struct LunSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmap: Option<bool>,
     pub direct: DirectMode,
+    /// DRBD resource of the device: served only while this node may write it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drbd_resource: Option<String>,
 }
 
 fn ser_hex<S: serde::Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
@@ -228,26 +259,26 @@ impl LunSpec {
     }
 
     /// The WCE bit to report: the configured value, else the device's truth
-    /// ([`BlockDevice::has_volatile_cache`]).
-    pub fn write_cache_for(&self, dev: &BlockDevice) -> bool {
+    /// ([`crate::block::BlockDevice::has_volatile_cache`]).
+    pub fn write_cache_for(&self, dev: &impl DeviceProps) -> bool {
         self.write_cache.unwrap_or_else(|| dev.has_volatile_cache())
     }
 
     /// True when every write must be issued with FUA: WCE is reported off (configured
     /// `write_cache = false`) but the backing store does have a volatile cache.
-    pub fn force_fua(&self, dev: &BlockDevice) -> bool {
+    pub fn force_fua(&self, dev: &impl DeviceProps) -> bool {
         !self.write_cache_for(dev) && dev.has_volatile_cache()
     }
 
     /// Whether to advertise UNMAP / WRITE SAME unmap: configured (default on) and supported.
-    pub fn unmap_for(&self, dev: &BlockDevice) -> bool {
+    pub fn unmap_for(&self, dev: &impl DeviceProps) -> bool {
         self.unmap.unwrap_or(true) && dev.supports_discard()
     }
 
     /// The logical block size to expose: configured or the device's. Errors when the
     /// configured size is smaller than the device's (O_DIRECT could not honour it) or
     /// the device capacity is not a whole number of blocks.
-    pub fn block_size_for(&self, dev: &BlockDevice) -> Result<u32, String> {
+    pub fn block_size_for(&self, dev: &impl DeviceProps) -> Result<u32, String> {
         let dev_lbs = dev.logical_block_size();
         let bs = self.block_size.unwrap_or(dev_lbs);
         if bs < dev_lbs || !bs.is_multiple_of(dev_lbs) {

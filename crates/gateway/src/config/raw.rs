@@ -17,7 +17,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub iscsi: RawIscsi,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub target: Vec<RawTarget>,
+    #[serde(default)]
+    pub drbd: RawDrbd,
     #[serde(default)]
     pub discovery: RawDiscovery,
 }
@@ -48,6 +52,14 @@ pub struct RawServer {
     pub data_dir: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub naa_company_id: Option<u32>,
+    pub lock_wait_secs: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrbd {
+    pub drbdsetup: Option<PathBuf>,
+    pub auto_promote: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +75,15 @@ pub struct RawIscsi {
     pub nop_interval_secs: Option<u32>,
     pub nop_timeout_secs: Option<u32>,
     pub login_timeout_secs: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<u32>,
+    pub max_sessions_per_initiator: Option<u32>,
+    pub max_outgoing_backlog: Option<RawSize>,
+    pub write_timeout_secs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,4 +115,5 @@ pub struct RawLun {
     pub unmap: Option<bool>,
     pub direct: Option<DirectMode>,
     pub lun: Option<u16>,
+    pub drbd_resource: Option<String>,
 }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use super::auth;
 use super::names::normalize_iscsi_name;
-use super::raw::{RawConfig, RawIscsi, RawLun, RawServer, RawTarget};
+use super::raw::{RawConfig, RawDrbd, RawIscsi, RawLun, RawServer, RawTarget};
 use super::{
-    Config, ConfigError, DiscoverySettings, IscsiTuning, LunSpec, ServerSettings, TargetSpec,
-    DEFAULT_LISTEN, DEFAULT_PORT, DEFAULT_PRODUCT, DEFAULT_REVISION, DEFAULT_VENDOR,
+    Config, ConfigError, DiscoverySettings, DrbdSettings, IscsiTuning, LunSpec, ServerSettings,
+    TargetSpec, DEFAULT_LISTEN, DEFAULT_PORT, DEFAULT_PRODUCT, DEFAULT_REVISION, DEFAULT_VENDOR,
 };
 use crate::identity;
 
@@ -25,6 +25,7 @@ type R<T> = Result<T, ConfigError>;
 pub(super) fn resolve(raw: RawConfig, default_data_dir: &str) -> R<Config> {
     let server = resolve_server(raw.server, default_data_dir)?;
     let iscsi = resolve_iscsi(raw.iscsi)?;
+    let limits = super::limits::resolve_limits(raw.limits)?;
     let discovery = DiscoverySettings {
         auth: raw
             .discovery
@@ -55,6 +56,8 @@ pub(super) fn resolve(raw: RawConfig, default_data_dir: &str) -> R<Config> {
     Ok(Config {
         server,
         iscsi,
+        limits,
+        drbd: resolve_drbd(raw.drbd)?,
         discovery,
         targets,
     })
@@ -128,13 +131,45 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
         Some(p) => p,
         None => data_dir.join("state"),
     };
+    let lock_wait_secs = raw.lock_wait_secs.unwrap_or(10);
+    if lock_wait_secs > 3600 {
+        return Err(ConfigError::invalid(
+            "server.lock_wait_secs",
+            format!("{lock_wait_secs} is outside 0..=3600"),
+        ));
+    }
     Ok(ServerSettings {
         listen,
         advertise,
         data_dir,
         state_dir,
         naa_company_id,
+        lock_wait_secs,
     })
+}
+
+fn resolve_drbd(raw: RawDrbd) -> R<DrbdSettings> {
+    let d = DrbdSettings::default();
+    let drbdsetup = raw.drbdsetup.unwrap_or(d.drbdsetup);
+    if drbdsetup.as_os_str().is_empty() {
+        return Err(ConfigError::invalid("drbd.drbdsetup", "empty path"));
+    }
+    Ok(DrbdSettings {
+        drbdsetup,
+        auto_promote: raw.auto_promote.unwrap_or(d.auto_promote),
+    })
+}
+
+/// A DRBD resource name as it appears after `name:` in `drbdsetup events2`: 1..=64
+/// printable ASCII characters, no space or colon.
+fn check_drbd_resource(key: &str, v: &str) -> R<()> {
+    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b':') {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{v}` is not a DRBD resource name (1..=64 printable characters, no space or colon)"),
+        ));
+    }
+    Ok(())
 }
 
 fn in_range(key: &str, v: u32, lo: u32, hi: u32) -> R<u32> {
@@ -335,6 +370,10 @@ fn resolve_lun(
             Some(b)
         }
     };
+    if let Some(r) = &raw.drbd_resource {
+        check_drbd_resource(&format!("{key}.drbd_resource"), r)?;
+    }
+    let drbd_resource = raw.drbd_resource;
     let path = resolve_path(&raw.path, &server.data_dir);
     check_backing(&path, key, size, raw.read_only.unwrap_or(false))?;
     let serial = match raw.serial {
@@ -386,6 +425,7 @@ fn resolve_lun(
         write_cache: raw.write_cache,
         unmap: raw.unmap,
         direct: raw.direct.unwrap_or_default(),
+        drbd_resource,
     })
 }
 

@@ -2,6 +2,9 @@
 //! task per SCSI command (so a session's commands run concurrently on the backend), feeds
 //! completions, task management and timer ticks back, and writes what the protocol queues
 //! with vectored writes (headers and payload slices, no copies of the data).
+//!
+//! Limits enforced here: the per-initiator session cap at login (status 0x0302), the
+//! outgoing backlog budget (`backlog.rs`) and the write timeout (`[limits]`).
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -23,6 +26,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::net::backlog::{Backlog, Reservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
 use crate::net::registry::{Control, Registration};
 use crate::net::targets::RELATIVE_PORT_ID;
@@ -30,8 +34,9 @@ use crate::net::ServerContext;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 256 * 1024;
-/// A peer that does not take our responses within this long is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A finished command, with its backlog reservation (released once the response is written).
+type Done = (TaskId, CommandResponse, Reservation);
 
 /// The iSCSI initiator port name of a session (RFC 7143 §10.1.2: name + ",i,0x" + ISID).
 pub fn initiator_port_name(initiator: &str, isid: &[u8; 6]) -> String {
@@ -58,11 +63,16 @@ impl LoginPolicy for Policy<'_> {
             return Err(LoginRejection::TargetNotFound);
         }
         self.ctx.access.check_login(req, self.peer)?;
+        let port = initiator_port_name(&req.initiator_name, &req.isid);
+        let max = self.ctx.limits.max_sessions_per_initiator;
+        if !registry.admits(&req.initiator_name, &port, target, max) {
+            warn!(initiator = %req.initiator_name, max, "login refused: too many sessions for this initiator (limits.max_sessions_per_initiator)");
+            return Err(LoginRejection::OutOfResources);
+        }
         if req.tsih == 0 {
             return Ok(registry.allocate_tsih());
         }
         // A non-zero TSIH names an existing session (connection reinstatement).
-        let port = initiator_port_name(&req.initiator_name, &req.isid);
         match registry.live_tsih(&port, target) {
             Some(t) if t == req.tsih => Ok(t),
             _ => Err(LoginRejection::SessionDoesNotExist),
@@ -105,7 +115,11 @@ pub async fn serve_connection(
         Err(_) => ctx.iscsi.clone(),
     };
     let mut conn = Connection::new(config, std::time::Instant::now());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(TaskId, CommandResponse)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let backlog = Backlog::new(ctx.limits.max_outgoing_backlog);
+    let write_timeout = Duration::from_secs(u64::from(ctx.limits.write_timeout_secs));
+    // Reservations of responses queued for the socket: released once they are written.
+    let mut written: Vec<Reservation> = Vec::new();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<Bytes> = Vec::new();
@@ -117,12 +131,15 @@ pub async fn serve_connection(
         // Everything the protocol queued goes out before we wait again.
         while conn.poll_transmit(&mut out) {}
         if !out.is_empty() {
-            match tokio::time::timeout(WRITE_TIMEOUT, write_all(&mut sock, &mut out)).await {
+            match tokio::time::timeout(write_timeout, write_all(&mut sock, &mut out)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break format!("write failed: {e}"),
-                Err(_) => break "peer does not read its responses".to_owned(),
+                Err(_) => {
+                    break format!("peer did not take its responses within {write_timeout:?}")
+                }
             }
         }
+        written.clear();
         if conn.is_closed() {
             break "closed by protocol".to_owned();
         }
@@ -142,9 +159,10 @@ pub async fn serve_connection(
                 }
                 Err(e) => break format!("read failed: {e}"),
             },
-            Some((task, resp)) = done_rx.recv() => {
+            Some((task, resp, reservation)) = done_rx.recv() => {
                 if in_flight.remove(&task).is_some() {
                     conn.complete_command(task, resp, now());
+                    written.push(reservation);
                 }
             }
             Some(ctl) = ctl_rx.recv() => match ctl {
@@ -174,6 +192,7 @@ pub async fn serve_connection(
                 &mut in_flight,
                 &done_tx,
                 &ctl_tx,
+                &backlog,
                 peer,
             );
         }
@@ -198,8 +217,9 @@ fn handle_event(
     conn: &mut Connection,
     session: &mut Option<Session>,
     in_flight: &mut HashMap<TaskId, InFlight>,
-    done_tx: &mpsc::UnboundedSender<(TaskId, CommandResponse)>,
+    done_tx: &mpsc::UnboundedSender<Done>,
     ctl_tx: &mpsc::UnboundedSender<Control>,
+    backlog: &Backlog,
     peer: SocketAddr,
 ) {
     match ev {
@@ -219,7 +239,7 @@ fn handle_event(
             };
             let task = cmd.task;
             let lun = lun_number(cmd.lun);
-            let handle = spawn_command(ctx, s, cmd, lun, done_tx.clone());
+            let handle = spawn_command(ctx, s, cmd, lun, done_tx.clone(), backlog.clone());
             in_flight.insert(task, InFlight { lun, handle });
         }
         Event::TaskManagement(req) => {
@@ -262,7 +282,8 @@ fn spawn_command(
     s: &Session,
     cmd: ScsiCommand,
     lun: u64,
-    done: mpsc::UnboundedSender<(TaskId, CommandResponse)>,
+    done: mpsc::UnboundedSender<Done>,
+    backlog: Backlog,
 ) -> AbortHandle {
     let target = s.target.clone();
     let nexus = s.nexus.clone();
@@ -286,7 +307,9 @@ fn spawn_command(
             iscsi::TaskAttr::Untagged | iscsi::TaskAttr::Simple => scsi::TaskAttr::Simple,
         },
     };
+    let data_in_len = input.expected_data_in_len;
     tokio::spawn(async move {
+        let reservation = backlog.reserve(data_in_len).await;
         let resp = target.execute(&nexus, input).await;
         if resp.pr_state_changed {
             debug!(target = %target.name, "persistent reservation state changed");
@@ -308,6 +331,7 @@ fn spawn_command(
                 data_in: resp.data_in,
                 data_out_len: resp.data_out_len,
             },
+            reservation,
         ));
     })
     .abort_handle()

@@ -17,28 +17,39 @@ use tokio::sync::RwLock;
 use tracing::{error, warn};
 
 use crate::block::{BlockDevice, IoFailure};
+use crate::net::lun_gate::{self, LunSlot, OpenDevice};
 use crate::state::PrStore;
 
 /// One LUN's backing store and its atomicity gate.
 pub struct LunBackend {
-    pub device: BlockDevice,
+    /// The open device, or none while the LUN is not served (DRBD: `net::lun_gate`).
+    pub slot: LunSlot,
     /// Where this LUN's persistent-reservation state is saved.
-    pr_store: PrStore,
+    pub(crate) pr_store: PrStore,
     /// Serialises saves, so the last save always writes the newest state.
     pr_save: tokio::sync::Mutex<()>,
-    /// Every write-type request must reach stable storage before completing: the LUN
-    /// reports no volatile write cache, but the backing store has one.
-    force_fua: bool,
-    gate: RwLock<()>,
+    /// Held shared by every command doing I/O; `lun_gate` takes it exclusively to drain
+    /// in-flight I/O before closing the device.
+    pub(crate) gate: RwLock<()>,
 }
 
 impl LunBackend {
+    /// `force_fua`: every write-type request must reach stable storage before completing
+    /// (the LUN reports no volatile write cache, but the backing store has one).
     pub fn new(device: BlockDevice, force_fua: bool, pr_store: PrStore) -> Self {
+        Self::with_slot(LunSlot::open(OpenDevice { device, force_fua }), pr_store)
+    }
+
+    /// A LUN whose device is not open yet (not served until `lun_gate` opens it).
+    pub fn closed(pr_store: PrStore) -> Self {
+        Self::with_slot(LunSlot::closed(), pr_store)
+    }
+
+    fn with_slot(slot: LunSlot, pr_store: PrStore) -> Self {
         LunBackend {
-            device,
+            slot,
             pr_store,
             pr_save: tokio::sync::Mutex::new(()),
-            force_fua,
             gate: RwLock::new(()),
         }
     }
@@ -100,6 +111,9 @@ impl TargetRuntime {
     }
 
     async fn run(&self, nexus: &Nexus, cmd: CommandInput) -> Response {
+        if let Some(refused) = lun_gate::refuse(self.backends.get(&cmd.lun), &cmd.cdb) {
+            return refused;
+        }
         let mut task = {
             let scsi_cmd = scsi::Command {
                 cdb: &cmd.cdb,
@@ -130,12 +144,16 @@ impl TargetRuntime {
         } else {
             _shared = backend.gate.read().await;
         }
+        // Closed while this command waited for the gate (DRBD demotion).
+        let Some(open) = backend.slot.current() else {
+            return lun_gate::not_ready();
+        };
         let mut step = Step::Io(request);
         loop {
             match step {
                 Step::Done(resp) => return resp,
                 Step::Io(req) => {
-                    let completion = perform(backend, req).await;
+                    let completion = perform(&open, req).await;
                     step = task.poll(Some(completion));
                 }
             }
@@ -144,7 +162,7 @@ impl TargetRuntime {
 }
 
 /// Performs one block request and maps the outcome to what the SCSI model understands.
-pub async fn perform(backend: &LunBackend, req: BlockRequest) -> IoCompletion {
+pub async fn perform(backend: &OpenDevice, req: BlockRequest) -> IoCompletion {
     let dev = &backend.device;
     // Discard and zeroing have no FUA flag: when the LUN must write through, flush after them.
     let write_through = backend.force_fua

@@ -1,8 +1,10 @@
 //! The network side of the gateway: the per-connection task, the session registry, the
 //! targets' runtime state and the command executor.
 
+pub mod backlog;
 pub mod connection;
 pub mod exec;
+pub mod lun_gate;
 pub mod registry;
 pub mod targets;
 
@@ -14,6 +16,8 @@ pub struct ServerContext {
     pub iscsi: Arc<iscsi::ServerConfig>,
     pub targets: targets::TargetSet,
     pub registry: registry::SessionRegistry,
+    /// `[limits]`: connection, session and backlog caps.
+    pub limits: crate::config::Limits,
     /// ACLs and CHAP (crate::access).
     pub access: crate::access::AccessControl,
 }
@@ -67,6 +71,7 @@ mod tests {
             }),
             targets: targets::TargetSet::empty(),
             registry: registry::SessionRegistry::default(),
+            limits: crate::config::Limits::default(),
             access: crate::access::AccessControl::open(),
         }
     }

@@ -1,6 +1,7 @@
 //! Gateway-wide session bookkeeping: TSIH allocation, the I_T nexus id of each
 //! (initiator port, target) pair, and a control channel to every live session so one
 //! session's action (session reinstatement, PREEMPT AND ABORT, shutdown) can reach another.
+//! It also answers the per-initiator session cap (`[limits] max_sessions_per_initiator`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -71,6 +72,29 @@ impl SessionRegistry {
     pub fn live_tsih(&self, initiator_port: &str, target: &str) -> Option<u16> {
         let key = (initiator_port.to_owned(), target.to_owned());
         self.lock().live.get(&key).map(|l| l.tsih)
+    }
+
+    /// Whether `initiator_name` may open a session on `target` from `initiator_port` while at
+    /// most `max` sessions per initiator name are allowed. Reinstating the live session of the
+    /// same I_T nexus replaces it, so it is always allowed.
+    pub fn admits(
+        &self,
+        initiator_name: &str,
+        initiator_port: &str,
+        target: &str,
+        max: u32,
+    ) -> bool {
+        let inner = self.lock();
+        let key = (initiator_port.to_owned(), target.to_owned());
+        if inner.live.contains_key(&key) {
+            return true;
+        }
+        let open = inner
+            .live
+            .keys()
+            .filter(|(port, _)| initiator_of(port) == initiator_name)
+            .count();
+        open < max as usize
     }
 
     /// Registers a session that reached full feature phase. An older session of the same
@@ -151,9 +175,35 @@ impl SessionRegistry {
     }
 }
 
+/// The initiator name of an initiator port name ("name,i,0x<isid>").
+fn initiator_of(port: &str) -> &str {
+    port.rsplit_once(",i,0x").map_or(port, |(name, _)| name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_per_initiator_are_capped_but_reinstatement_is_not() {
+        let reg = SessionRegistry::default();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        assert!(reg.admits("iqn.a", "iqn.a,i,0x1", "iqn.t1", 2));
+        let a1 = reg.register("iqn.a,i,0x1", "iqn.t1", 1, tx.clone());
+        reg.register("iqn.a,i,0x2", "iqn.t2", 2, tx.clone());
+        // A third session of iqn.a (any target, any ISID) is over the cap of 2 ...
+        assert!(!reg.admits("iqn.a", "iqn.a,i,0x3", "iqn.t1", 2));
+        assert!(!reg.admits("iqn.a", "iqn.a,i,0x1", "iqn.t3", 2));
+        // ... a reinstatement of a live nexus is not a new session ...
+        assert!(reg.admits("iqn.a", "iqn.a,i,0x1", "iqn.t1", 2));
+        // ... other initiators (even one whose name extends iqn.a) have their own count.
+        assert!(reg.admits("iqn.a.b", "iqn.a.b,i,0x1", "iqn.t1", 2));
+        reg.register("iqn.b,i,0x1", "iqn.t1", 3, tx);
+        assert!(reg.admits("iqn.b", "iqn.b,i,0x2", "iqn.t1", 2));
+        // A session ending frees its place.
+        reg.unregister(&a1);
+        assert!(reg.admits("iqn.a", "iqn.a,i,0x3", "iqn.t1", 2));
+    }
 
     #[test]
     fn reinstatement_keeps_the_nexus_id_and_closes_the_old_session() {

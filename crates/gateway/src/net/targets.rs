@@ -5,13 +5,19 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use anyhow::Context;
 use scsi::{LogicalUnit, LunConfig, ScsiTarget, TargetPort};
+use tokio::sync::watch;
 use tracing::info;
 
-use crate::block::BlockDevice;
+use crate::block::{DeviceProps, Probe};
 use crate::config::{Config, LunSpec, TargetSpec};
+use crate::drbd::state::Verdict;
+use crate::drbd::watcher;
 use crate::net::exec::{LunBackend, TargetRuntime};
+use crate::net::lun_gate::{follow_drbd, open_waiting};
 use crate::state::PrStore;
 
 /// Relative target port id of the single portal group this gateway exposes. The same on
@@ -30,12 +36,41 @@ pub struct TargetSet {
 impl TargetSet {
     /// Opens every LUN of every target; fails with the path and reason of the first that
     /// cannot be opened.
+    ///
+    /// LUNs with a `drbd_resource` are not opened here: they start not ready, and a task
+    /// per LUN (`lun_gate::follow_drbd`, needs a tokio runtime) opens them when the
+    /// resource's watcher says this node may write.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         let mut targets = HashMap::new();
+        let lock_wait = Duration::from_secs(u64::from(config.server.lock_wait_secs));
+        let mut watchers: HashMap<String, watch::Receiver<Verdict>> = HashMap::new();
         for spec in &config.targets {
-            let rt = open_target(spec, &config.server.state_dir)
-                .with_context(|| format!("target {}", spec.iqn))?;
-            targets.insert(spec.iqn.clone(), Arc::new(rt));
+            let rt = Arc::new(
+                open_target(spec, &config.server.state_dir, lock_wait)
+                    .with_context(|| format!("target {}", spec.iqn))?,
+            );
+            for lun in &spec.luns {
+                let Some(res) = &lun.drbd_resource else {
+                    continue;
+                };
+                let verdicts = watchers
+                    .entry(res.clone())
+                    .or_insert_with(|| {
+                        watcher::spawn(
+                            res.clone(),
+                            config.drbd.drbdsetup.clone(),
+                            config.drbd.auto_promote,
+                        )
+                    })
+                    .clone();
+                tokio::spawn(follow_drbd(
+                    rt.clone(),
+                    u64::from(lun.lun),
+                    lun.clone(),
+                    verdicts,
+                ));
+            }
+            targets.insert(spec.iqn.clone(), rt);
         }
         Ok(TargetSet { targets })
     }
@@ -56,7 +91,11 @@ impl TargetSet {
     }
 }
 
-fn open_target(spec: &TargetSpec, state_dir: &Path) -> anyhow::Result<TargetRuntime> {
+fn open_target(
+    spec: &TargetSpec,
+    state_dir: &Path,
+    lock_wait: Duration,
+) -> anyhow::Result<TargetRuntime> {
     let port = TargetPort {
         target_name: spec.iqn.clone(),
         relative_port_id: RELATIVE_PORT_ID,
@@ -65,17 +104,36 @@ fn open_target(spec: &TargetSpec, state_dir: &Path) -> anyhow::Result<TargetRunt
     let mut luns = Vec::new();
     let mut backends = HashMap::new();
     for lun in &spec.luns {
-        let device = BlockDevice::open(&lun.path, &lun.open_options())
-            .with_context(|| format!("LUN {}", lun.lun))?;
-        let cfg = lun_config(lun, &device).with_context(|| format!("LUN {}", lun.lun))?;
-        info!(
-            target = %spec.iqn, lun = lun.lun, path = %lun.path.display(),
-            blocks = cfg.num_blocks, block_size = cfg.block_size, direct = device.is_direct(),
-            write_cache = cfg.write_cache, unmap = cfg.unmap, serial = %cfg.serial, naa = %lun.naa_hex(),
-            "LUN ready"
-        );
-        let mut unit = LogicalUnit::new(cfg, port.clone());
         let pr_store = PrStore::new(state_dir, &spec.iqn, lun.lun);
+        let (cfg, backend) = match &lun.drbd_resource {
+            Some(res) => {
+                // Not opened while DRBD has not said this node may write: geometry from a probe.
+                let probe = Probe::of(&lun.path, lun.size, lun.read_only)
+                    .with_context(|| format!("LUN {}: {}", lun.lun, lun.path.display()))?;
+                let cfg = lun_config(lun, &probe).with_context(|| format!("LUN {}", lun.lun))?;
+                info!(
+                    target = %spec.iqn, lun = lun.lun, path = %lun.path.display(), drbd_resource = %res,
+                    blocks = cfg.num_blocks, block_size = cfg.block_size, serial = %cfg.serial, naa = %lun.naa_hex(),
+                    "LUN ready; served once DRBD allows"
+                );
+                let backend = LunBackend::closed(pr_store.clone());
+                (cfg, backend)
+            }
+            None => {
+                let device = open_waiting(&lun.path, &lun.open_options(), lock_wait)
+                    .with_context(|| format!("LUN {}", lun.lun))?;
+                let cfg = lun_config(lun, &device).with_context(|| format!("LUN {}", lun.lun))?;
+                info!(
+                    target = %spec.iqn, lun = lun.lun, path = %lun.path.display(),
+                    blocks = cfg.num_blocks, block_size = cfg.block_size, direct = device.is_direct(),
+                    write_cache = cfg.write_cache, unmap = cfg.unmap, serial = %cfg.serial, naa = %lun.naa_hex(),
+                    "LUN ready"
+                );
+                let force_fua = lun.force_fua(&device);
+                (cfg, LunBackend::new(device, force_fua, pr_store.clone()))
+            }
+        };
+        let mut unit = LogicalUnit::new(cfg, port.clone());
         if let Some(state) = pr_store
             .load()
             .with_context(|| format!("LUN {}", lun.lun))?
@@ -88,11 +146,7 @@ fn open_target(spec: &TargetSpec, state_dir: &Path) -> anyhow::Result<TargetRunt
             unit.restore_pr_state(state);
         }
         luns.push((u64::from(lun.lun), unit));
-        let force_fua = lun.force_fua(&device);
-        backends.insert(
-            u64::from(lun.lun),
-            Arc::new(LunBackend::new(device, force_fua, pr_store)),
-        );
+        backends.insert(u64::from(lun.lun), Arc::new(backend));
     }
     Ok(TargetRuntime {
         name: spec.iqn.clone(),
@@ -103,7 +157,7 @@ fn open_target(spec: &TargetSpec, state_dir: &Path) -> anyhow::Result<TargetRunt
 
 /// The SCSI model's view of one LUN: identity from config, geometry and capabilities from
 /// the opened device.
-fn lun_config(spec: &LunSpec, dev: &BlockDevice) -> anyhow::Result<LunConfig> {
+fn lun_config(spec: &LunSpec, dev: &impl DeviceProps) -> anyhow::Result<LunConfig> {
     let block_size = spec.block_size_for(dev).map_err(anyhow::Error::msg)?;
     let max_transfer_blocks = MAX_TRANSFER_BYTES / block_size;
     Ok(LunConfig {

@@ -698,6 +698,84 @@ fn login_timeout() {
 }
 
 #[test]
+fn login_timeout_after_half_a_login() {
+    // The first login PDU arrives (security stage, no transit), then nothing: the
+    // deadline counts from the connection's start, not from the last PDU.
+    let mut h = H::new(Limits {
+        login_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    });
+    let start = h.now;
+    h.now += Duration::from_secs(2);
+    h.feed(Pdu::LoginRequest(LoginRequest {
+        transit: false,
+        cont: false,
+        csg: 0,
+        nsg: 0,
+        version_max: 0,
+        version_min: 0,
+        isid: [0x40, 0, 0, 1, 0, 0],
+        tsih: 0,
+        itt: 0x77,
+        cid: 0,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+        data: kv(&[
+            "InitiatorName=iqn.1993-08.org.debian:01:abc",
+            "TargetName=iqn.2024-01.org.example:disk1",
+            "AuthMethod=None",
+        ]),
+    }))
+    .unwrap();
+    assert!(!h.c.is_closed());
+    assert_eq!(h.c.poll_timeout(), Some(start + Duration::from_secs(3)));
+    h.now = start + Duration::from_secs(3);
+    h.c.handle_timeout(h.now);
+    assert!(h.c.is_closed());
+}
+
+#[test]
+fn commands_delivered_at_once_are_bounded_by_window_and_immediate_limit() {
+    // An initiator that ignores MaxCmdSN and floods commands (ordered and immediate) gets
+    // at most cmdsn_window + max_immediate_commands of them executed at once.
+    let mut h = H::new(Limits {
+        cmdsn_window: 4,
+        max_immediate_commands: 2,
+        ..Limits::default()
+    });
+    h.std_login();
+    for i in 0..40 {
+        let mut c = h.cmd(true, false, 512, Bytes::new(), true);
+        if i % 2 == 1 {
+            // Immediate commands carry the next CmdSN without taking it.
+            c.immediate = true;
+            h.cmd_sn = h.cmd_sn.wrapping_sub(1);
+            c.cmd_sn = h.cmd_sn;
+        }
+        h.feed(Pdu::ScsiCommand(c)).unwrap();
+    }
+    let delivered: Vec<TaskId> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ScsiCommand(c) => Some(c.task),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered.len(), 6, "4 in the window + 2 immediate");
+    // Completing one frees exactly one place; the initiator must resend (ERL 0 drops the rest).
+    h.c.complete_command(delivered[0], CommandResponse::default(), h.now);
+    let _ = h.out();
+    let c = h.cmd(true, false, 512, Bytes::new(), true);
+    h.feed(Pdu::ScsiCommand(c)).unwrap();
+    assert_eq!(
+        h.events().len(),
+        0,
+        "CmdSN far beyond MaxCmdSN stays dropped"
+    );
+}
+
+#[test]
 fn tmf_abort_flow() {
     let mut h = H::new(Limits::default());
     h.std_login();

@@ -1,0 +1,149 @@
+//! `[limits]`: resource caps that protect the gateway from too many or misbehaving
+//! initiators (connection floods, session storms, peers that stop reading). Each cap has
+//! a production default, so a config without the section is already protected.
+//!
+//! Worst-case memory for responses is `max_connections * max_outgoing_backlog` (4 GiB with
+//! the defaults); write data is bounded separately by `[iscsi] cmdsn_window`.
+
+use serde::Serialize;
+
+use super::raw::RawLimits;
+use super::ConfigError;
+
+/// The resolved `[limits]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// TCP connections served at once (all portals together), 1..=65536, default 128.
+    /// Further connections are closed right after accept, with a log line.
+    pub max_connections: u32,
+    /// Normal sessions one initiator name may have at once (all targets together),
+    /// 1..=4096, default 16. A further login gets status 0x0302 "out of resources".
+    pub max_sessions_per_initiator: u32,
+    /// Bytes of read data (Data-In) one connection may have produced but not yet handed to
+    /// the socket, 1 MiB..=1 GiB, default 32 MiB. Commands beyond it wait until the peer
+    /// takes its responses.
+    pub max_outgoing_backlog: u64,
+    /// Seconds a peer may take to accept queued responses before it is dropped, 1..=3600,
+    /// default 30.
+    pub write_timeout_secs: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 128,
+            max_sessions_per_initiator: 16,
+            max_outgoing_backlog: 32 << 20,
+            write_timeout_secs: 30,
+        }
+    }
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ConfigError> {
+    if v >= lo && v <= hi {
+        Ok(v)
+    } else {
+        Err(ConfigError::invalid(
+            format!("limits.{key}"),
+            format!("{v} is outside {lo}..={hi}"),
+        ))
+    }
+}
+
+/// Validates `[limits]`, filling in defaults.
+pub(super) fn resolve_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let backlog = match raw.max_outgoing_backlog {
+        None => d.max_outgoing_backlog,
+        Some(s) => s
+            .bytes()
+            .map_err(|m| ConfigError::invalid("limits.max_outgoing_backlog", m))?,
+    };
+    Ok(Limits {
+        max_connections: range(
+            "max_connections",
+            raw.max_connections.unwrap_or(d.max_connections),
+            1,
+            65536,
+        )?,
+        max_sessions_per_initiator: range(
+            "max_sessions_per_initiator",
+            raw.max_sessions_per_initiator
+                .unwrap_or(d.max_sessions_per_initiator),
+            1,
+            4096,
+        )?,
+        max_outgoing_backlog: range("max_outgoing_backlog", backlog, 1 << 20, 1 << 30)?,
+        write_timeout_secs: range(
+            "write_timeout_secs",
+            raw.write_timeout_secs.unwrap_or(d.write_timeout_secs),
+            1,
+            3600,
+        )?,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::size::RawSize;
+    use super::*;
+
+    #[test]
+    fn defaults_fill_an_empty_section() {
+        assert_eq!(
+            resolve_limits(RawLimits::default()).unwrap(),
+            Limits::default()
+        );
+    }
+
+    #[test]
+    fn values_are_taken_and_checked() {
+        let l = resolve_limits(RawLimits {
+            max_connections: Some(3),
+            max_sessions_per_initiator: Some(2),
+            max_outgoing_backlog: Some(RawSize::Text("4M".into())),
+            write_timeout_secs: Some(5),
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                l.max_connections,
+                l.max_sessions_per_initiator,
+                l.max_outgoing_backlog,
+                l.write_timeout_secs
+            ),
+            (3, 2, 4 << 20, 5)
+        );
+        let bad = |r: RawLimits| resolve_limits(r).unwrap_err().to_string();
+        assert_eq!(
+            bad(RawLimits {
+                max_connections: Some(0),
+                ..RawLimits::default()
+            }),
+            "limits.max_connections: 0 is outside 1..=65536"
+        );
+        assert!(bad(RawLimits {
+            max_outgoing_backlog: Some(RawSize::Text("4K".into())),
+            ..RawLimits::default()
+        })
+        .starts_with("limits.max_outgoing_backlog: 4096 is outside"));
+        assert!(bad(RawLimits {
+            max_outgoing_backlog: Some(RawSize::Text("lots".into())),
+            ..RawLimits::default()
+        })
+        .starts_with("limits.max_outgoing_backlog: `lots`"));
+        assert_eq!(
+            bad(RawLimits {
+                write_timeout_secs: Some(0),
+                ..RawLimits::default()
+            }),
+            "limits.write_timeout_secs: 0 is outside 1..=3600"
+        );
+    }
+}
