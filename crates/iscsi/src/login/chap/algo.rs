@@ -18,7 +18,7 @@ pub const MAX_BINARY_LEN: usize = 1024;
 pub enum ChapAlgorithm {
     /// CHAP_A=5.
     Md5,
-    /// CHAP_A=7 (RFC 7143 errata / RFC 9654 numbering used by open-iscsi and LIO).
+    /// CHAP_A=7 (the IANA PPP authentication algorithm number open-iscsi and LIO use).
     Sha256,
 }
 
