@@ -10,9 +10,11 @@ mod aligned;
 mod device;
 mod engine;
 mod error;
+mod local;
 mod sys;
 
 pub use aligned::{AlignedBuf, BUF_ALIGN};
 pub use device::{BlockDevice, DirectMode, Extent, OpenOptions};
 pub use engine::{Engine, EngineConfig};
 pub use error::{BlockError, IoFailure};
+pub use local::{scope as ring_scope, LocalRing};

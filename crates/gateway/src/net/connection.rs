@@ -1,15 +1,20 @@
-//! One TCP connection: owns the socket and its sans-IO `iscsi::Connection`, spawns a tokio
-//! task per SCSI command (so a session's commands run concurrently on the backend), feeds
-//! completions, task management and timer ticks back, and writes what the protocol queues
-//! with vectored writes (headers and payload slices, no copies of the data).
+//! One TCP connection: owns the socket and its sans-IO `iscsi::Connection`, runs the
+//! session's SCSI commands concurrently inside this one task (a `FuturesUnordered`, so a
+//! command costs no task spawn, channel or cross-thread wake-up), feeds completions, task
+//! management and timer ticks back, and writes what the protocol queues with vectored writes
+//! (headers and payload slices, no copies of the data).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use iscsi::{
     CloseReason, CommandResponse, Connection, DataOut, Event, LoginInfo, LoginPolicy,
     LoginRejection, ScsiCommand, SessionInfo, SessionType, TaskId, TmfFunction, TmfRequest,
@@ -19,10 +24,10 @@ use scsi::{Nexus, ResetKind};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::block::{ring_scope, LocalRing};
 use crate::net::exec::{CommandInput, TargetRuntime};
 use crate::net::registry::{Control, Registration};
 use crate::net::targets::RELATIVE_PORT_ID;
@@ -32,6 +37,8 @@ use crate::net::ServerContext;
 const READ_CHUNK: usize = 256 * 1024;
 /// A peer that does not take our responses within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// SQ size of a connection's own io_uring (more operations wait in its queue).
+const RING_ENTRIES: u32 = 128;
 
 /// The iSCSI initiator port name of a session (RFC 7143 §10.1.2: name + ",i,0x" + ISID).
 pub fn initiator_port_name(initiator: &str, isid: &[u8; 6]) -> String {
@@ -80,19 +87,46 @@ struct InFlight {
     handle: AbortHandle,
 }
 
-/// Serves one accepted connection until it closes.
+/// A running SCSI command: its task and final response.
+type CommandFuture = Pin<Box<dyn Future<Output = (TaskId, CommandResponse)> + Send>>;
+/// The commands of this connection, each abortable by task management.
+type Running = FuturesUnordered<Abortable<CommandFuture>>;
+
+/// Serves one accepted connection until it closes. Its commands' block I/O goes through a
+/// ring of its own (see `block::local`), or the engine thread when no ring can be made.
 pub async fn serve_connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let ring = match LocalRing::new(RING_ENTRIES) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            debug!(%peer, error = %e, "no io_uring of its own; using the engine thread");
+            None
+        }
+    };
+    ring_scope(
+        ring.clone(),
+        serve(sock, peer, ctx, shutdown, ring.as_deref()),
+    )
+    .await;
+}
+
+async fn serve(
     mut sock: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServerContext>,
     mut shutdown: watch::Receiver<bool>,
+    ring: Option<&LocalRing>,
 ) {
     let config = match sock.local_addr() {
         Ok(local) => ctx.iscsi_config_for(local),
         Err(_) => ctx.iscsi.clone(),
     };
     let mut conn = Connection::new(config, std::time::Instant::now());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(TaskId, CommandResponse)>();
+    let mut running: Running = FuturesUnordered::new();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<Bytes> = Vec::new();
@@ -129,9 +163,20 @@ pub async fn serve_connection(
                 }
                 Err(e) => break format!("read failed: {e}"),
             },
-            Some((task, resp)) = done_rx.recv() => {
-                if in_flight.remove(&task).is_some() {
-                    conn.complete_command(task, resp, now());
+            Some(done) = next_done(&mut running, ring), if !running.is_empty() => {
+                if let Ok((task, resp)) = done {
+                    if in_flight.remove(&task).is_some() {
+                        conn.complete_command(task, resp, now());
+                    }
+                }
+                // More may have finished in the same wake-up: complete them all before the
+                // responses go out in one write.
+                while let Some(Some(done)) = futures_util::FutureExt::now_or_never(next_done(&mut running, ring)) {
+                    if let Ok((task, resp)) = done {
+                        if in_flight.remove(&task).is_some() {
+                            conn.complete_command(task, resp, now());
+                        }
+                    }
                 }
             }
             Some(ctl) = ctl_rx.recv() => match ctl {
@@ -147,6 +192,11 @@ pub async fn serve_connection(
                     }
                 }
             },
+            _ = ring_ready(ring) => {
+                if let Some(r) = ring {
+                    r.reap();
+                }
+            }
             _ = sleep_until(deadline) => conn.handle_timeout(now()),
             _ = shutdown.changed() => {
                 conn.close(CloseReason::Shutdown);
@@ -159,7 +209,7 @@ pub async fn serve_connection(
                 &mut conn,
                 &mut session,
                 &mut in_flight,
-                &done_tx,
+                &running,
                 &ctl_tx,
                 peer,
             );
@@ -185,7 +235,7 @@ fn handle_event(
     conn: &mut Connection,
     session: &mut Option<Session>,
     in_flight: &mut HashMap<TaskId, InFlight>,
-    done_tx: &mpsc::UnboundedSender<(TaskId, CommandResponse)>,
+    running: &Running,
     ctl_tx: &mpsc::UnboundedSender<Control>,
     peer: SocketAddr,
 ) {
@@ -206,7 +256,8 @@ fn handle_event(
             };
             let task = cmd.task;
             let lun = lun_number(cmd.lun);
-            let handle = spawn_command(ctx, s, cmd, lun, done_tx.clone());
+            let (handle, reg) = AbortHandle::new_pair();
+            running.push(Abortable::new(command_future(ctx, s, cmd, lun), reg));
             in_flight.insert(task, InFlight { lun, handle });
         }
         Event::TaskManagement(req) => {
@@ -244,13 +295,12 @@ fn establish(
     })
 }
 
-fn spawn_command(
+fn command_future(
     ctx: &Arc<ServerContext>,
     s: &Session,
     cmd: ScsiCommand,
     lun: u64,
-    done: mpsc::UnboundedSender<(TaskId, CommandResponse)>,
-) -> AbortHandle {
+) -> CommandFuture {
     let target = s.target.clone();
     let nexus = s.nexus.clone();
     let ctx = ctx.clone();
@@ -273,7 +323,7 @@ fn spawn_command(
             iscsi::TaskAttr::Untagged | iscsi::TaskAttr::Simple => scsi::TaskAttr::Simple,
         },
     };
-    tokio::spawn(async move {
+    Box::pin(async move {
         let resp = target.execute(&nexus, input).await;
         if resp.pr_state_changed {
             debug!(target = %target.name, "persistent reservation state changed");
@@ -287,7 +337,7 @@ fn spawn_command(
                 .collect();
             ctx.registry.send_to_nexuses(&others, Control::AbortAll);
         }
-        let _ = done.send((
+        (
             task,
             CommandResponse {
                 status: resp.status,
@@ -295,9 +345,8 @@ fn spawn_command(
                 data_in: resp.data_in,
                 data_out_len: resp.data_out_len,
             },
-        ));
+        )
     })
-    .abort_handle()
 }
 
 /// Carries out a task management function for this session and says how it went. Aborted
@@ -366,6 +415,30 @@ fn lun_number(field: u64) -> u64 {
 
 fn lock(target: &TargetRuntime) -> std::sync::MutexGuard<'_, scsi::ScsiTarget> {
     target.scsi.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The next finished (or aborted) command. Whatever the commands queued on the ring while
+/// being polled is submitted before this returns, so the task never sleeps on unsubmitted
+/// I/O, and everything queued in one wake-up goes to the kernel in one call.
+fn next_done<'a>(
+    running: &'a mut Running,
+    ring: Option<&'a LocalRing>,
+) -> impl Future<Output = Option<Result<(TaskId, CommandResponse), futures_util::future::Aborted>>> + 'a
+{
+    std::future::poll_fn(move |cx| {
+        let r = running.poll_next_unpin(cx);
+        if let Some(ring) = ring {
+            ring.submit();
+        }
+        r
+    })
+}
+
+async fn ring_ready(ring: Option<&LocalRing>) {
+    match ring {
+        Some(r) => r.ready().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
