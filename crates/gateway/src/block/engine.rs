@@ -342,9 +342,16 @@ impl Worker {
 
 impl RingCore {
     /// A ring of `entries` SQEs; at most that many operations are in flight at once.
+    /// Cooperative task running: a completion does not interrupt the submitting thread
+    /// with an IPI, it is posted when that thread next enters the kernel (a connection's
+    /// thread does so on every wake-up); kernels before 5.19 get a plain ring.
     pub(crate) fn new(entries: u32) -> io::Result<Self> {
         let entries = entries.clamp(8, 4096);
-        Ok(Self::with_ring(IoUring::new(entries)?, entries as usize))
+        let ring = match IoUring::builder().setup_coop_taskrun().build(entries) {
+            Ok(r) => r,
+            Err(_) => IoUring::new(entries)?,
+        };
+        Ok(Self::with_ring(ring, entries as usize))
     }
 
     fn with_ring(ring: IoUring, cap: usize) -> Self {

@@ -100,7 +100,10 @@ pub async fn serve_connection(
     ctx: Arc<ServerContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let ring = match LocalRing::new(RING_ENTRIES) {
+    let ring = match engine_thread_only()
+        .then(|| Err(std::io::Error::other("GATEWAY_IO=engine")))
+        .unwrap_or_else(|| LocalRing::new(RING_ENTRIES))
+    {
         Ok(r) => Some(r),
         Err(e) => {
             debug!(%peer, error = %e, "no io_uring of its own; using the engine thread");
@@ -112,6 +115,14 @@ pub async fn serve_connection(
         serve(sock, peer, ctx, shutdown, ring.as_deref()),
     )
     .await;
+}
+
+/// `GATEWAY_IO=engine` in the environment sends all block I/O through the engine thread
+/// instead of per-connection rings: the alternative ARCHITECTURE.md measured, kept for
+/// benchmarking it (benches/README.md).
+fn engine_thread_only() -> bool {
+    static ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONLY.get_or_init(|| std::env::var("GATEWAY_IO").is_ok_and(|v| v == "engine"))
 }
 
 async fn serve(
