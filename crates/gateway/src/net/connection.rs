@@ -9,10 +9,11 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use iscsi::{
@@ -85,6 +86,46 @@ struct Session {
 struct InFlight {
     lun: u64,
     handle: AbortHandle,
+    /// Data buffer bytes this command holds against [`DATA_BUDGET`], returned on drop.
+    _data: DataReservation,
+}
+
+/// Bytes of command data (write payload, read buffers) all connections together may hold
+/// before they stop reading new commands: bounds the gateway's memory with many sessions
+/// at a deep queue (32 sessions x QD32 x 128 KiB would be 128 MiB of data alone).
+const DATA_BUDGET: usize = 48 << 20;
+static DATA_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// A command's share of [`DATA_BUDGET`].
+struct DataReservation(usize);
+
+impl DataReservation {
+    fn new(bytes: usize) -> Self {
+        DATA_IN_USE.fetch_add(bytes, Ordering::Relaxed);
+        DataReservation(bytes)
+    }
+}
+
+impl DataReservation {
+    fn set(&mut self, bytes: usize) {
+        if bytes != self.0 {
+            DATA_IN_USE.fetch_add(bytes, Ordering::Relaxed);
+            DATA_IN_USE.fetch_sub(self.0, Ordering::Relaxed);
+            self.0 = bytes;
+        }
+    }
+}
+
+impl Drop for DataReservation {
+    fn drop(&mut self) {
+        DATA_IN_USE.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Whether a connection may read more commands: always when it has none running (so every
+/// connection makes progress), otherwise only while the data budget is not exhausted.
+fn may_read(running: usize) -> bool {
+    running == 0 || DATA_IN_USE.load(Ordering::Relaxed) < DATA_BUDGET
 }
 
 /// A running SCSI command: its task and final response.
@@ -138,6 +179,8 @@ async fn serve(
     };
     let mut conn = Connection::new(config, std::time::Instant::now());
     let mut running: Running = FuturesUnordered::new();
+    // Write data the protocol is still assembling, counted against the data budget.
+    let mut assembling = DataReservation::new(0);
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<Bytes> = Vec::new();
@@ -158,10 +201,11 @@ async fn serve(
         if conn.is_closed() {
             break "closed by protocol".to_owned();
         }
+        assembling.set(conn.buffered_write_bytes());
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            r = read_some(&mut sock, &mut inbuf) => match r {
+            r = read_some(&mut sock, &mut inbuf, conn.session()), if may_read(in_flight.len()) => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx };
@@ -267,9 +311,21 @@ fn handle_event(
             };
             let task = cmd.task;
             let lun = lun_number(cmd.lun);
+            let data_len = match &cmd.data_out {
+                DataOut::Complete(b) => b.len(),
+                DataOut::None | DataOut::TooLarge => 0,
+            };
+            let data = DataReservation::new(data_len.max(cmd.expected_data_in_len as usize));
             let (handle, reg) = AbortHandle::new_pair();
             running.push(Abortable::new(command_future(ctx, s, cmd, lun), reg));
-            in_flight.insert(task, InFlight { lun, handle });
+            in_flight.insert(
+                task,
+                InFlight {
+                    lun,
+                    handle,
+                    _data: data,
+                },
+            );
         }
         Event::TaskManagement(req) => {
             let code = task_management(&req, session.as_ref(), in_flight);
@@ -459,9 +515,56 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn read_some(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// Reads what the socket has. While a SCSI Command or Data-Out with a large data segment
+/// is arriving, only the rest of that PDU is read, into a buffer where its data segment
+/// starts 4096-aligned: the write data then goes to O_DIRECT as received, with no copy.
+async fn read_some(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    session: Option<&SessionInfo>,
+) -> std::io::Result<usize> {
+    if let Some(rest) = session.and_then(|s| align_payload(buf, s)) {
+        let mut limited = (&mut *buf).limit(rest);
+        return sock.read_buf(&mut limited).await;
+    }
     buf.reserve(READ_CHUNK);
     sock.read_buf(buf).await
+}
+
+/// Alignment of received data segments (what O_DIRECT needs for any block size).
+const DATA_ALIGN: usize = 4096;
+/// Smaller data segments are not worth a buffer of their own.
+const ALIGN_MIN_SEGMENT: usize = 4096;
+
+/// When `buf` (which starts at a PDU boundary) holds the start of a SCSI Command or
+/// Data-Out whose data segment is at least [`ALIGN_MIN_SEGMENT`] and not complete, makes
+/// sure the segment starts [`DATA_ALIGN`]-aligned (moving what arrived to a fresh buffer
+/// of the PDU's size) and returns how many bytes of the PDU are still missing.
+fn align_payload(buf: &mut BytesMut, s: &SessionInfo) -> Option<usize> {
+    let h = buf.get(..iscsi::pdu::BHS_LEN)?;
+    let opcode = h[0] & 0x3f;
+    if opcode != iscsi::pdu::opcode::SCSI_COMMAND && opcode != iscsi::pdu::opcode::DATA_OUT {
+        return None;
+    }
+    let dsl = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+    if dsl < ALIGN_MIN_SEGMENT || dsl > s.params.target_max_recv_data_segment_length as usize {
+        return None;
+    }
+    let data_at =
+        iscsi::pdu::BHS_LEN + h[4] as usize * 4 + if s.params.header_digest { 4 } else { 0 };
+    let total = data_at + dsl.next_multiple_of(4) + if s.params.data_digest { 4 } else { 0 };
+    if buf.len() >= total {
+        return None;
+    }
+    if !(buf.as_ptr() as usize + data_at).is_multiple_of(DATA_ALIGN) {
+        let mut fresh = BytesMut::with_capacity(total + DATA_ALIGN);
+        let skip = (fresh.as_ptr() as usize + data_at).wrapping_neg() % DATA_ALIGN;
+        fresh.resize(skip, 0);
+        fresh.advance(skip);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+    Some(total - buf.len())
 }
 
 /// Writes every buffer in `out` (vectored), leaving it empty.
