@@ -141,10 +141,12 @@ pub async fn serve_connection(
     ctx: Arc<ServerContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let ring = match engine_thread_only()
-        .then(|| Err(std::io::Error::other("GATEWAY_IO=engine")))
-        .unwrap_or_else(|| LocalRing::new(RING_ENTRIES))
-    {
+    let ring = if engine_thread_only() {
+        Err(std::io::Error::other("GATEWAY_IO=engine"))
+    } else {
+        LocalRing::new(RING_ENTRIES)
+    };
+    let ring = match ring {
         Ok(r) => Some(r),
         Err(e) => {
             debug!(%peer, error = %e, "no io_uring of its own; using the engine thread");
