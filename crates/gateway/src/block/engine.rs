@@ -437,7 +437,7 @@ impl RingCore {
                 req.retries += 1;
                 self.pending.push_back(req);
             } else {
-                let _ = req.reply.send(Err(io::Error::from_raw_os_error(errno)));
+                finish(req, Err(io::Error::from_raw_os_error(errno)));
             }
             return;
         }
@@ -446,7 +446,7 @@ impl RingCore {
             Op::Read { buf, done } => {
                 if n == 0 && *done < buf.len() {
                     // End of file inside the device range: the backing shrank.
-                    let _ = req.reply.send(Err(io::Error::from_raw_os_error(libc::EIO)));
+                    finish(req, Err(io::Error::from_raw_os_error(libc::EIO)));
                     return;
                 }
                 *done += n;
@@ -457,7 +457,7 @@ impl RingCore {
             }
             Op::Write { data, done, .. } => {
                 if n == 0 && *done < data.as_slice().len() {
-                    let _ = req.reply.send(Err(io::Error::from_raw_os_error(libc::EIO)));
+                    finish(req, Err(io::Error::from_raw_os_error(libc::EIO)));
                     return;
                 }
                 *done += n;
@@ -468,10 +468,18 @@ impl RingCore {
             }
             Op::FdataSync | Op::Fallocate { .. } => {}
         }
-        let out = match req.op {
-            Op::Read { buf, .. } => Some(buf),
-            _ => None,
-        };
-        let _ = req.reply.send(Ok(out));
+        finish(req, Ok(()));
     }
+}
+
+/// Replies to a finished request. Its fd reference is dropped first, so a caller that closes
+/// the device after the reply finds no reference left in the engine (e.g. holding the flock).
+fn finish(req: Request, result: io::Result<()>) {
+    let Request { fd, op, reply, .. } = req;
+    drop(fd);
+    let out = result.map(|()| match op {
+        Op::Read { buf, .. } => Some(buf),
+        _ => None,
+    });
+    let _ = reply.send(out);
 }
