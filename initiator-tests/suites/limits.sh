@@ -30,6 +30,7 @@ nop_timeout_secs = 2
 max_connections = 6
 max_sessions_per_initiator = 2
 max_outgoing_backlog = "$1"
+max_command_data = "$1"
 write_timeout_secs = 5
 [[target]]
 iqn = "$IQN"

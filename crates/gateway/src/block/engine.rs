@@ -178,17 +178,12 @@ impl Engine {
         let wake_pending = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let worker = Worker {
-            ring,
+            core: RingCore::with_ring(ring, entries as usize),
             rx,
             wake_fd: wake_fd.clone(),
             wake_pending: wake_pending.clone(),
             wake_buf: Box::new([0u8; 8]),
             wake_armed: false,
-            slots: Vec::new(),
-            free: Vec::new(),
-            in_flight: 0,
-            cap: entries as usize,
-            pending: VecDeque::new(),
         };
         std::thread::Builder::new()
             .name("io-uring".into())
@@ -226,15 +221,21 @@ impl Engine {
 
     /// Runs one operation and waits for its result. Dropping the returned future is
     /// safe: the engine keeps buffers and fd alive until the kernel is done.
+    ///
+    /// Inside [`super::local::scope`] (a connection task) the operation goes to that task's
+    /// own ring instead, which the task submits and reaps itself: no thread hop.
     pub(crate) async fn run(&self, fd: Arc<OwnedFd>, offset: u64, op: Op) -> Reply {
         let (reply, rx) = oneshot::channel();
-        self.submit(Request {
+        let req = Request {
             fd,
             offset,
             op,
             reply,
             retries: 0,
-        });
+        };
+        if let Err(req) = super::local::try_push(req) {
+            self.submit(req);
+        }
         match rx.await {
             Ok(r) => r,
             Err(_) => Err(io::Error::other("io_uring engine stopped")),
@@ -242,20 +243,27 @@ impl Engine {
     }
 }
 
+/// A ring and the requests it carries: which slot each in-flight request occupies, what
+/// waits for SQ space, and how a completion finishes a request. Used by the engine thread
+/// and by the per-connection rings of [`super::local`].
+pub(crate) struct RingCore {
+    pub(crate) ring: IoUring,
+    slots: Vec<Option<Request>>,
+    free: Vec<usize>,
+    pub(crate) in_flight: usize,
+    cap: usize,
+    /// Requests received but not yet in the SQ (ring full, or resubmissions).
+    pub(crate) pending: VecDeque<Request>,
+}
+
 struct Worker {
-    ring: IoUring,
+    core: RingCore,
     rx: mpsc::Receiver<Request>,
     wake_fd: Arc<OwnedFd>,
     wake_pending: Arc<AtomicBool>,
     /// Target of the pending eventfd read; boxed so its address is stable.
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
-    slots: Vec<Option<Request>>,
-    free: Vec<usize>,
-    in_flight: usize,
-    cap: usize,
-    /// Requests received but not yet in the SQ (ring full, or resubmissions).
-    pending: VecDeque<Request>,
 }
 
 impl Worker {
@@ -267,7 +275,7 @@ impl Worker {
             self.wake_pending.store(false, Ordering::SeqCst);
             loop {
                 match self.rx.try_recv() {
-                    Ok(r) => self.pending.push_back(r),
+                    Ok(r) => self.core.pending.push_back(r),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         disconnected = true;
@@ -275,7 +283,7 @@ impl Worker {
                     }
                 }
             }
-            if disconnected && self.in_flight == 0 && self.pending.is_empty() {
+            if disconnected && self.core.in_flight == 0 && self.core.pending.is_empty() {
                 if !self.wake_armed {
                     return;
                 }
@@ -283,7 +291,7 @@ impl Worker {
                 poke(self.wake_fd.as_raw_fd());
             }
             self.fill_sq(!disconnected);
-            match self.ring.submit_and_wait(1) {
+            match self.core.ring.submit_and_wait(1) {
                 Ok(_) => enter_errors = 0,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
@@ -298,11 +306,13 @@ impl Worker {
                     }
                 }
             }
-            self.reap();
+            if self.core.reap() {
+                self.wake_armed = false;
+            }
         }
     }
 
-    /// Moves pending requests into the SQ, bounded by the in-flight cap and SQ space.
+    /// Arms the eventfd read if needed, then moves pending requests into the SQ.
     fn fill_sq(&mut self, arm_wake: bool) {
         if arm_wake && !self.wake_armed {
             let e = opcode::Read::new(
@@ -314,10 +324,58 @@ impl Worker {
             .user_data(WAKE_TOKEN);
             // SAFETY: wake_buf is boxed, owned by self and not dropped before the CQE of
             // this read arrives (run() waits for it before returning).
-            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+            if unsafe { self.core.ring.submission().push(&e) }.is_ok() {
                 self.wake_armed = true;
             }
         }
+        self.core.fill_sq();
+    }
+
+    /// The ring is unusable: fail everything queued, and leak what the kernel may still
+    /// touch (never free memory a pending SQE points at).
+    fn abandon(mut self, err: io::Error) {
+        tracing::error!(error = %err, "io_uring engine stopping after repeated failures");
+        self.core.fail_pending(&err);
+        std::mem::forget(self);
+    }
+}
+
+impl RingCore {
+    /// A ring of `entries` SQEs; at most that many operations are in flight at once.
+    /// Cooperative task running: a completion does not interrupt the submitting thread
+    /// with an IPI, it is posted when that thread next enters the kernel (a connection's
+    /// thread does so on every wake-up); kernels before 5.19 get a plain ring.
+    pub(crate) fn new(entries: u32) -> io::Result<Self> {
+        let entries = entries.clamp(8, 4096);
+        let ring = match IoUring::builder().setup_coop_taskrun().build(entries) {
+            Ok(r) => r,
+            Err(_) => IoUring::new(entries)?,
+        };
+        Ok(Self::with_ring(ring, entries as usize))
+    }
+
+    fn with_ring(ring: IoUring, cap: usize) -> Self {
+        RingCore {
+            ring,
+            slots: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            cap,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Fails every request not yet handed to the kernel.
+    pub(crate) fn fail_pending(&mut self, err: &io::Error) {
+        for req in self.pending.drain(..) {
+            let _ = req
+                .reply
+                .send(Err(io::Error::new(err.kind(), err.to_string())));
+        }
+    }
+
+    /// Moves pending requests into the SQ, bounded by the in-flight cap and SQ space.
+    pub(crate) fn fill_sq(&mut self) {
         while self.in_flight < self.cap {
             let Some(mut req) = self.pending.pop_front() else {
                 break;
@@ -346,15 +404,17 @@ impl Worker {
         }
     }
 
-    fn reap(&mut self) {
-        let done: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (token, res) in done {
+    /// Finishes every request whose completion is in the CQ (resubmitting short or
+    /// interrupted transfers). Returns true when the engine's eventfd read completed.
+    pub(crate) fn reap(&mut self) -> bool {
+        let mut woke = false;
+        loop {
+            let Some(c) = self.ring.completion().next() else {
+                break;
+            };
+            let (token, res) = (c.user_data(), c.result());
             if token == WAKE_TOKEN {
-                self.wake_armed = false;
+                woke = true;
                 continue;
             }
             let Ok(idx) = usize::try_from(token) else {
@@ -367,6 +427,7 @@ impl Worker {
             self.in_flight -= 1;
             self.complete(req, res);
         }
+        woke
     }
 
     fn complete(&mut self, mut req: Request, res: i32) {
@@ -376,7 +437,7 @@ impl Worker {
                 req.retries += 1;
                 self.pending.push_back(req);
             } else {
-                let _ = req.reply.send(Err(io::Error::from_raw_os_error(errno)));
+                finish(req, Err(io::Error::from_raw_os_error(errno)));
             }
             return;
         }
@@ -385,7 +446,7 @@ impl Worker {
             Op::Read { buf, done } => {
                 if n == 0 && *done < buf.len() {
                     // End of file inside the device range: the backing shrank.
-                    let _ = req.reply.send(Err(io::Error::from_raw_os_error(libc::EIO)));
+                    finish(req, Err(io::Error::from_raw_os_error(libc::EIO)));
                     return;
                 }
                 *done += n;
@@ -396,7 +457,7 @@ impl Worker {
             }
             Op::Write { data, done, .. } => {
                 if n == 0 && *done < data.as_slice().len() {
-                    let _ = req.reply.send(Err(io::Error::from_raw_os_error(libc::EIO)));
+                    finish(req, Err(io::Error::from_raw_os_error(libc::EIO)));
                     return;
                 }
                 *done += n;
@@ -407,22 +468,18 @@ impl Worker {
             }
             Op::FdataSync | Op::Fallocate { .. } => {}
         }
-        let out = match req.op {
-            Op::Read { buf, .. } => Some(buf),
-            _ => None,
-        };
-        let _ = req.reply.send(Ok(out));
+        finish(req, Ok(()));
     }
+}
 
-    /// The ring is unusable: fail everything queued, and leak what the kernel may still
-    /// touch (never free memory a pending SQE points at).
-    fn abandon(mut self, err: io::Error) {
-        tracing::error!(error = %err, "io_uring engine stopping after repeated failures");
-        for req in self.pending.drain(..) {
-            let _ = req
-                .reply
-                .send(Err(io::Error::new(err.kind(), err.to_string())));
-        }
-        std::mem::forget(self);
-    }
+/// Replies to a finished request. Its fd reference is dropped first, so a caller that closes
+/// the device after the reply finds no reference left in the engine (e.g. holding the flock).
+fn finish(req: Request, result: io::Result<()>) {
+    let Request { fd, op, reply, .. } = req;
+    drop(fd);
+    let out = result.map(|()| match op {
+        Op::Read { buf, .. } => Some(buf),
+        _ => None,
+    });
+    let _ = reply.send(out);
 }

@@ -10,6 +10,7 @@ mod aligned;
 mod device;
 mod engine;
 mod error;
+mod local;
 mod props;
 mod sys;
 
@@ -17,4 +18,5 @@ pub use aligned::{AlignedBuf, BUF_ALIGN};
 pub use device::{BlockDevice, DirectMode, Extent, OpenOptions};
 pub use engine::{Engine, EngineConfig};
 pub use error::{BlockError, IoFailure};
+pub use local::{scope as ring_scope, LocalRing};
 pub use props::{DeviceProps, Probe};

@@ -3,7 +3,8 @@
 //! a production default, so a config without the section is already protected.
 //!
 //! Worst-case memory for responses is `max_connections * max_outgoing_backlog` (4 GiB with
-//! the defaults); write data is bounded separately by `[iscsi] cmdsn_window`.
+//! the defaults); command data held in memory (write payloads, read buffers) by all
+//! connections together is bounded by `max_command_data`.
 
 use serde::Serialize;
 
@@ -23,6 +24,11 @@ pub struct Limits {
     /// the socket, 1 MiB..=1 GiB, default 32 MiB. Commands beyond it wait until the peer
     /// takes its responses.
     pub max_outgoing_backlog: u64,
+    /// Bytes of command data (write payloads being received or written, read buffers) all
+    /// connections together may hold, 1 MiB..=16 GiB, default 48 MiB. Beyond it, connections
+    /// that have commands running stop reading new ones (one with none running always reads,
+    /// so every session makes progress).
+    pub max_command_data: u64,
     /// Seconds a peer may take to accept queued responses before it is dropped, 1..=3600,
     /// default 30.
     pub write_timeout_secs: u32,
@@ -34,6 +40,7 @@ impl Default for Limits {
             max_connections: 128,
             max_sessions_per_initiator: 16,
             max_outgoing_backlog: 32 << 20,
+            max_command_data: 48 << 20,
             write_timeout_secs: 30,
         }
     }
@@ -64,6 +71,12 @@ pub(super) fn resolve_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             .bytes()
             .map_err(|m| ConfigError::invalid("limits.max_outgoing_backlog", m))?,
     };
+    let command_data = match raw.max_command_data {
+        None => d.max_command_data,
+        Some(s) => s
+            .bytes()
+            .map_err(|m| ConfigError::invalid("limits.max_command_data", m))?,
+    };
     Ok(Limits {
         max_connections: range(
             "max_connections",
@@ -79,6 +92,7 @@ pub(super) fn resolve_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             4096,
         )?,
         max_outgoing_backlog: range("max_outgoing_backlog", backlog, 1 << 20, 1 << 30)?,
+        max_command_data: range("max_command_data", command_data, 1 << 20, 16 << 30)?,
         write_timeout_secs: range(
             "write_timeout_secs",
             raw.write_timeout_secs.unwrap_or(d.write_timeout_secs),
@@ -108,6 +122,7 @@ mod tests {
             max_connections: Some(3),
             max_sessions_per_initiator: Some(2),
             max_outgoing_backlog: Some(RawSize::Text("4M".into())),
+            max_command_data: Some(RawSize::Text("2G".into())),
             write_timeout_secs: Some(5),
         })
         .unwrap();
@@ -116,9 +131,10 @@ mod tests {
                 l.max_connections,
                 l.max_sessions_per_initiator,
                 l.max_outgoing_backlog,
+                l.max_command_data,
                 l.write_timeout_secs
             ),
-            (3, 2, 4 << 20, 5)
+            (3, 2, 4 << 20, 2 << 30, 5)
         );
         let bad = |r: RawLimits| resolve_limits(r).unwrap_err().to_string();
         assert_eq!(
@@ -138,6 +154,11 @@ mod tests {
             ..RawLimits::default()
         })
         .starts_with("limits.max_outgoing_backlog: `lots`"));
+        assert!(bad(RawLimits {
+            max_command_data: Some(RawSize::Text("17G".into())),
+            ..RawLimits::default()
+        })
+        .starts_with("limits.max_command_data: 18253611008 is outside"));
         assert_eq!(
             bad(RawLimits {
                 write_timeout_secs: Some(0),

@@ -83,6 +83,7 @@ pub struct RawLimits {
     pub max_connections: Option<u32>,
     pub max_sessions_per_initiator: Option<u32>,
     pub max_outgoing_backlog: Option<RawSize>,
+    pub max_command_data: Option<RawSize>,
     pub write_timeout_secs: Option<u32>,
 }
 

@@ -1,18 +1,25 @@
-//! One TCP connection: owns the socket and its sans-IO `iscsi::Connection`, spawns a tokio
-//! task per SCSI command (so a session's commands run concurrently on the backend), feeds
-//! completions, task management and timer ticks back, and writes what the protocol queues
-//! with vectored writes (headers and payload slices, no copies of the data).
+//! One TCP connection: owns the socket and its sans-IO `iscsi::Connection`, runs the
+//! session's SCSI commands concurrently inside this one task (a `FuturesUnordered`, so a
+//! command costs no task spawn, channel or cross-thread wake-up), feeds completions, task
+//! management and timer ticks back, and writes what the protocol queues with vectored writes
+//! (headers and payload slices, no copies of the data).
 //!
 //! Limits enforced here: the per-initiator session cap at login (status 0x0302), the
-//! outgoing backlog budget (`backlog.rs`) and the write timeout (`[limits]`).
+//! outgoing backlog budget (`backlog.rs`), the gateway-wide command data budget
+//! (`limits.max_command_data`) and the write timeout (`[limits]`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use iscsi::{
     CloseReason, CommandResponse, Connection, DataOut, Event, LoginInfo, LoginPolicy,
     LoginRejection, ScsiCommand, SessionInfo, SessionType, TaskId, TmfFunction, TmfRequest,
@@ -22,10 +29,10 @@ use scsi::{Nexus, ResetKind};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::block::{ring_scope, LocalRing};
 use crate::net::backlog::{Backlog, Reservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
 use crate::net::registry::{Control, Registration};
@@ -34,9 +41,8 @@ use crate::net::ServerContext;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 256 * 1024;
-
-/// A finished command, with its backlog reservation (released once the response is written).
-type Done = (TaskId, CommandResponse, Reservation);
+/// SQ size of a connection's own io_uring (more operations wait in its queue).
+const RING_ENTRIES: u32 = 128;
 
 /// The iSCSI initiator port name of a session (RFC 7143 §10.1.2: name + ",i,0x" + ISID).
 pub fn initiator_port_name(initiator: &str, isid: &[u8; 6]) -> String {
@@ -101,21 +107,106 @@ struct Session {
 struct InFlight {
     lun: u64,
     handle: AbortHandle,
+    /// Data buffer bytes this command holds against the data budget, returned on drop.
+    _data: DataReservation,
 }
 
-/// Serves one accepted connection until it closes.
+/// Bytes of command data (write payload, read buffers) all connections together hold now,
+/// against `limits.max_command_data`: when it is used up, connections that have commands
+/// running stop reading new ones. This bounds the gateway's memory with many sessions at a
+/// deep queue (32 sessions x QD32 x 128 KiB would be 128 MiB of data alone).
+static DATA_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// A command's share of the command data budget ([`DATA_IN_USE`]).
+struct DataReservation(usize);
+
+impl DataReservation {
+    fn new(bytes: usize) -> Self {
+        DATA_IN_USE.fetch_add(bytes, Ordering::Relaxed);
+        DataReservation(bytes)
+    }
+}
+
+impl DataReservation {
+    fn set(&mut self, bytes: usize) {
+        if bytes != self.0 {
+            DATA_IN_USE.fetch_add(bytes, Ordering::Relaxed);
+            DATA_IN_USE.fetch_sub(self.0, Ordering::Relaxed);
+            self.0 = bytes;
+        }
+    }
+}
+
+impl Drop for DataReservation {
+    fn drop(&mut self) {
+        DATA_IN_USE.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Whether a connection may read more commands: always when it has none running (so every
+/// connection makes progress), otherwise only while the data budget is not exhausted.
+fn may_read(running: usize, budget: usize) -> bool {
+    running == 0 || DATA_IN_USE.load(Ordering::Relaxed) < budget
+}
+
+/// A finished command, with its backlog reservation (released once the response is written).
+type Done = (TaskId, CommandResponse, Reservation);
+/// A running SCSI command: its task and final response.
+type CommandFuture = Pin<Box<dyn Future<Output = Done> + Send>>;
+/// The commands of this connection, each abortable by task management.
+type Running = FuturesUnordered<Abortable<CommandFuture>>;
+
+/// Serves one accepted connection until it closes. Its commands' block I/O goes through a
+/// ring of its own (see `block::local`), or the engine thread when no ring can be made.
 pub async fn serve_connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let ring = if engine_thread_only() {
+        Err(std::io::Error::other("GATEWAY_IO=engine"))
+    } else {
+        LocalRing::new(RING_ENTRIES)
+    };
+    let ring = match ring {
+        Ok(r) => Some(r),
+        Err(e) => {
+            debug!(%peer, error = %e, "no io_uring of its own; using the engine thread");
+            None
+        }
+    };
+    ring_scope(
+        ring.clone(),
+        serve(sock, peer, ctx, shutdown, ring.as_deref()),
+    )
+    .await;
+}
+
+/// `GATEWAY_IO=engine` in the environment sends all block I/O through the engine thread
+/// instead of per-connection rings: the alternative ARCHITECTURE.md measured, kept for
+/// benchmarking it (benches/README.md).
+fn engine_thread_only() -> bool {
+    static ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONLY.get_or_init(|| std::env::var("GATEWAY_IO").is_ok_and(|v| v == "engine"))
+}
+
+async fn serve(
     mut sock: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServerContext>,
     mut shutdown: watch::Receiver<bool>,
+    ring: Option<&LocalRing>,
 ) {
     let config = match sock.local_addr() {
         Ok(local) => ctx.iscsi_config_for(local),
         Err(_) => ctx.iscsi.clone(),
     };
     let mut conn = Connection::new(config, std::time::Instant::now());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut running: Running = FuturesUnordered::new();
+    // Write data the protocol is still assembling, counted against the data budget.
+    let mut assembling = DataReservation::new(0);
+    let data_budget = usize::try_from(ctx.limits.max_command_data).unwrap_or(usize::MAX);
     let backlog = Backlog::new(ctx.limits.max_outgoing_backlog);
     let write_timeout = Duration::from_secs(u64::from(ctx.limits.write_timeout_secs));
     // Reservations of responses queued for the socket: released once they are written.
@@ -143,10 +234,11 @@ pub async fn serve_connection(
         if conn.is_closed() {
             break "closed by protocol".to_owned();
         }
+        assembling.set(conn.buffered_write_bytes());
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            r = read_some(&mut sock, &mut inbuf) => match r {
+            r = read_some(&mut sock, &mut inbuf, conn.session()), if may_read(in_flight.len(), data_budget) => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx, peer };
@@ -159,10 +251,22 @@ pub async fn serve_connection(
                 }
                 Err(e) => break format!("read failed: {e}"),
             },
-            Some((task, resp, reservation)) = done_rx.recv() => {
-                if in_flight.remove(&task).is_some() {
-                    conn.complete_command(task, resp, now());
-                    written.push(reservation);
+            Some(done) = next_done(&mut running, ring), if !running.is_empty() => {
+                if let Ok((task, resp, reservation)) = done {
+                    if in_flight.remove(&task).is_some() {
+                        conn.complete_command(task, resp, now());
+                        written.push(reservation);
+                    }
+                }
+                // More may have finished in the same wake-up: complete them all before the
+                // responses go out in one write.
+                while let Some(Some(done)) = futures_util::FutureExt::now_or_never(next_done(&mut running, ring)) {
+                    if let Ok((task, resp, reservation)) = done {
+                        if in_flight.remove(&task).is_some() {
+                            conn.complete_command(task, resp, now());
+                            written.push(reservation);
+                        }
+                    }
                 }
             }
             Some(ctl) = ctl_rx.recv() => match ctl {
@@ -178,6 +282,11 @@ pub async fn serve_connection(
                     }
                 }
             },
+            _ = ring_ready(ring) => {
+                if let Some(r) = ring {
+                    r.reap();
+                }
+            }
             _ = sleep_until(deadline) => conn.handle_timeout(now()),
             _ = shutdown.changed() => {
                 conn.close(CloseReason::Shutdown);
@@ -190,7 +299,7 @@ pub async fn serve_connection(
                 &mut conn,
                 &mut session,
                 &mut in_flight,
-                &done_tx,
+                &running,
                 &ctl_tx,
                 &backlog,
                 peer,
@@ -217,7 +326,7 @@ fn handle_event(
     conn: &mut Connection,
     session: &mut Option<Session>,
     in_flight: &mut HashMap<TaskId, InFlight>,
-    done_tx: &mpsc::UnboundedSender<Done>,
+    running: &Running,
     ctl_tx: &mpsc::UnboundedSender<Control>,
     backlog: &Backlog,
     peer: SocketAddr,
@@ -239,8 +348,24 @@ fn handle_event(
             };
             let task = cmd.task;
             let lun = lun_number(cmd.lun);
-            let handle = spawn_command(ctx, s, cmd, lun, done_tx.clone(), backlog.clone());
-            in_flight.insert(task, InFlight { lun, handle });
+            let data_len = match &cmd.data_out {
+                DataOut::Complete(b) => b.len(),
+                DataOut::None | DataOut::TooLarge => 0,
+            };
+            let data = DataReservation::new(data_len.max(cmd.expected_data_in_len as usize));
+            let (handle, reg) = AbortHandle::new_pair();
+            running.push(Abortable::new(
+                command_future(ctx, s, cmd, lun, backlog.clone()),
+                reg,
+            ));
+            in_flight.insert(
+                task,
+                InFlight {
+                    lun,
+                    handle,
+                    _data: data,
+                },
+            );
         }
         Event::TaskManagement(req) => {
             let code = task_management(&req, session.as_ref(), in_flight);
@@ -277,14 +402,13 @@ fn establish(
     })
 }
 
-fn spawn_command(
+fn command_future(
     ctx: &Arc<ServerContext>,
     s: &Session,
     cmd: ScsiCommand,
     lun: u64,
-    done: mpsc::UnboundedSender<Done>,
     backlog: Backlog,
-) -> AbortHandle {
+) -> CommandFuture {
     let target = s.target.clone();
     let nexus = s.nexus.clone();
     let ctx = ctx.clone();
@@ -308,7 +432,7 @@ fn spawn_command(
         },
     };
     let data_in_len = input.expected_data_in_len;
-    tokio::spawn(async move {
+    Box::pin(async move {
         let reservation = backlog.reserve(data_in_len).await;
         let resp = target.execute(&nexus, input).await;
         if resp.pr_state_changed {
@@ -323,7 +447,7 @@ fn spawn_command(
                 .collect();
             ctx.registry.send_to_nexuses(&others, Control::AbortAll);
         }
-        let _ = done.send((
+        (
             task,
             CommandResponse {
                 status: resp.status,
@@ -332,9 +456,8 @@ fn spawn_command(
                 data_out_len: resp.data_out_len,
             },
             reservation,
-        ));
+        )
     })
-    .abort_handle()
 }
 
 /// Carries out a task management function for this session and says how it went. Aborted
@@ -405,6 +528,29 @@ fn lock(target: &TargetRuntime) -> std::sync::MutexGuard<'_, scsi::ScsiTarget> {
     target.scsi.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The next finished (or aborted) command. Whatever the commands queued on the ring while
+/// being polled is submitted before this returns, so the task never sleeps on unsubmitted
+/// I/O, and everything queued in one wake-up goes to the kernel in one call.
+fn next_done<'a>(
+    running: &'a mut Running,
+    ring: Option<&'a LocalRing>,
+) -> impl Future<Output = Option<Result<Done, futures_util::future::Aborted>>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let r = running.poll_next_unpin(cx);
+        if let Some(ring) = ring {
+            ring.submit();
+        }
+        r
+    })
+}
+
+async fn ring_ready(ring: Option<&LocalRing>) {
+    match ring {
+        Some(r) => r.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -412,9 +558,56 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn read_some(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// Reads what the socket has. While a SCSI Command or Data-Out with a large data segment
+/// is arriving, only the rest of that PDU is read, into a buffer where its data segment
+/// starts 4096-aligned: the write data then goes to O_DIRECT as received, with no copy.
+async fn read_some(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    session: Option<&SessionInfo>,
+) -> std::io::Result<usize> {
+    if let Some(rest) = session.and_then(|s| align_payload(buf, s)) {
+        let mut limited = (&mut *buf).limit(rest);
+        return sock.read_buf(&mut limited).await;
+    }
     buf.reserve(READ_CHUNK);
     sock.read_buf(buf).await
+}
+
+/// Alignment of received data segments (what O_DIRECT needs for any block size).
+const DATA_ALIGN: usize = 4096;
+/// Smaller data segments are not worth a buffer of their own.
+const ALIGN_MIN_SEGMENT: usize = 4096;
+
+/// When `buf` (which starts at a PDU boundary) holds the start of a SCSI Command or
+/// Data-Out whose data segment is at least [`ALIGN_MIN_SEGMENT`] and not complete, makes
+/// sure the segment starts [`DATA_ALIGN`]-aligned (moving what arrived to a fresh buffer
+/// of the PDU's size) and returns how many bytes of the PDU are still missing.
+fn align_payload(buf: &mut BytesMut, s: &SessionInfo) -> Option<usize> {
+    let h = buf.get(..iscsi::pdu::BHS_LEN)?;
+    let opcode = h[0] & 0x3f;
+    if opcode != iscsi::pdu::opcode::SCSI_COMMAND && opcode != iscsi::pdu::opcode::DATA_OUT {
+        return None;
+    }
+    let dsl = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+    if dsl < ALIGN_MIN_SEGMENT || dsl > s.params.target_max_recv_data_segment_length as usize {
+        return None;
+    }
+    let data_at =
+        iscsi::pdu::BHS_LEN + h[4] as usize * 4 + if s.params.header_digest { 4 } else { 0 };
+    let total = data_at + dsl.next_multiple_of(4) + if s.params.data_digest { 4 } else { 0 };
+    if buf.len() >= total {
+        return None;
+    }
+    if !(buf.as_ptr() as usize + data_at).is_multiple_of(DATA_ALIGN) {
+        let mut fresh = BytesMut::with_capacity(total + DATA_ALIGN);
+        let skip = (fresh.as_ptr() as usize + data_at).wrapping_neg() % DATA_ALIGN;
+        fresh.resize(skip, 0);
+        fresh.advance(skip);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+    Some(total - buf.len())
 }
 
 /// Writes every buffer in `out` (vectored), leaving it empty.

@@ -199,6 +199,16 @@ impl Connection {
         self.session.as_ref()
     }
 
+    /// Bytes of write data buffers held for commands not yet delivered (data still being
+    /// received), so the gateway can count them against its memory budget.
+    pub fn buffered_write_bytes(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| t.write_state.is_some())
+            .map(|t| t.edtl as usize)
+            .sum()
+    }
+
     /// True once the connection accepts no more input: flush `poll_transmit`, then close.
     pub fn is_closed(&self) -> bool {
         self.closing || matches!(self.phase, Phase::Closed)

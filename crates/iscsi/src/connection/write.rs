@@ -106,11 +106,13 @@ impl WriteState {
         if offset == 0 && len == self.edtl && self.received == 0 {
             self.single = Some(data.clone());
         } else {
-            if let Some(s) = self.single.take() {
-                self.buf.extend_from_slice(&s);
-            }
             if self.buf.len() < self.edtl as usize {
-                self.buf.resize(self.edtl as usize, 0);
+                self.buf = aligned_zeroed(self.edtl as usize);
+            }
+            if let Some(s) = self.single.take() {
+                if let Some(dst) = self.buf.get_mut(..s.len()) {
+                    dst.copy_from_slice(&s);
+                }
             }
             let (o, e) = (offset as usize, (offset + len) as usize);
             if let Some(dst) = self.buf.get_mut(o..e) {
@@ -234,6 +236,20 @@ impl WriteState {
     }
 }
 
+/// Alignment of assembled write data: what O_DIRECT needs for any logical block size, so
+/// the gateway can hand the buffer to the kernel as it is instead of copying it again.
+pub(crate) const ASSEMBLY_ALIGN: usize = 4096;
+
+/// `len` zeroed bytes whose first byte is [`ASSEMBLY_ALIGN`]-aligned (the allocation has up
+/// to `ASSEMBLY_ALIGN - 1` bytes of slack in front, which the returned buffer skips).
+fn aligned_zeroed(len: usize) -> BytesMut {
+    let mut b = BytesMut::zeroed(len + ASSEMBLY_ALIGN - 1);
+    let skip = (b.as_ptr() as usize).wrapping_neg() % ASSEMBLY_ALIGN;
+    let _ = b.split_to(skip);
+    b.truncate(len);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +318,27 @@ mod tests {
             w.accept(&dout(0xffff_ffff, 1, 16, &[0; 4], true)),
             Err(DataOutError::UnexpectedUnsolicited)
         );
+    }
+
+    #[test]
+    fn assembled_data_is_aligned() {
+        for edtl in [512u32, 4096, 131072, 131072 + 512] {
+            let mut w = WriteState::new(edtl, Bytes::from(vec![1u8; 512]), true, edtl);
+            w.accept(&dout(
+                0xffff_ffff,
+                0,
+                512,
+                &vec![2u8; edtl as usize - 512],
+                true,
+            ))
+            .unwrap();
+            assert!(w.complete());
+            let data = w.take();
+            assert_eq!(data.len(), edtl as usize);
+            assert_eq!(data.as_ptr() as usize % ASSEMBLY_ALIGN, 0);
+            assert_eq!(&data[..512], &[1u8; 512][..]);
+            assert!(data[512..].iter().all(|&b| b == 2));
+        }
     }
 
     #[test]
