@@ -18,7 +18,7 @@ pub struct Limits {
     /// Further connections are closed right after accept, with a log line.
     pub max_connections: u32,
     /// Normal sessions one initiator name may have at once (all targets together),
-    /// 1..=4096, default 16. A further login gets status 0x0302 "out of resources".
+    /// 1..=4096, default 64. A further login gets status 0x0302 "out of resources".
     pub max_sessions_per_initiator: u32,
     /// Bytes of read data (Data-In) one connection may have produced but not yet handed to
     /// the socket, 1 MiB..=1 GiB, default 32 MiB. Commands beyond it wait until the peer
@@ -38,7 +38,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 128,
-            max_sessions_per_initiator: 16,
+            max_sessions_per_initiator: 64,
             max_outgoing_backlog: 32 << 20,
             max_command_data: 48 << 20,
             write_timeout_secs: 30,
