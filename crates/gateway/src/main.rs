@@ -135,7 +135,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: accept, signals, DRBD watchers. Connections run on their own
+    // threads (`net::workers`).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("gateway")
         .build()?;

@@ -1,5 +1,6 @@
-//! The server: opens the LUNs, binds the portals, and runs one task per TCP connection
-//! until shutdown is signalled.
+//! The server: opens the LUNs, binds the portals, accepts connections on the control
+//! runtime and hands each to a connection thread (`net::workers`, thread per core), until
+//! shutdown is signalled.
 //!
 //! The connection cap (`[limits] max_connections`, all portals together) is enforced here,
 //! right after accept: a connection over the cap is closed at once, before any byte of it
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::net::connection::serve_connection;
 use crate::net::registry::SessionRegistry;
 use crate::net::targets::{TargetSet, MAX_TRANSFER_BYTES};
+use crate::net::workers::Workers;
 use crate::net::ServerContext;
 
 /// Runs the gateway until `shutdown` turns true.
@@ -34,6 +36,9 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         access: AccessControl::from_config(&config),
     });
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
+    let threads = Workers::count_for(config.server.io_threads);
+    let workers = Arc::new(Workers::start(threads).context("cannot start the connection threads")?);
+    info!(threads, "connection threads started");
     let mut accept_tasks = Vec::new();
     for addr in &config.server.listen {
         let listener = TcpListener::bind(addr)
@@ -44,6 +49,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             listener,
             ctx.clone(),
             slots.clone(),
+            workers.clone(),
             shutdown.clone(),
         )));
     }
@@ -63,6 +69,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     {
         warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
     }
+    // The accept tasks held the other references; they are aborted, but let them go first.
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    // Ends the connection threads (cancelling what still runs there).
+    drop(workers);
     Ok(())
 }
 
@@ -73,6 +85,7 @@ async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ServerContext>,
     slots: Arc<Semaphore>,
+    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut refused = RefusalLog::default();
@@ -87,11 +100,25 @@ async fn accept_loop(
                 if let Err(e) = sock.set_nodelay(true) {
                     warn!(%peer, error = %e, "cannot set TCP_NODELAY");
                 }
+                // Re-registered with the reactor of the thread that will serve it.
+                let sock = match sock.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "cannot hand the connection to a thread");
+                        continue;
+                    }
+                };
                 let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    serve_connection(sock, peer, ctx, shutdown).await;
+                let taken = workers.spawn(move || async move {
+                    match TcpStream::from_std(sock) {
+                        Ok(sock) => serve_connection(sock, peer, ctx, shutdown).await,
+                        Err(e) => warn!(%peer, error = %e, "cannot register the connection"),
+                    }
                     drop(slot);
                 });
+                if !taken {
+                    warn!(%peer, "connection threads have stopped; connection closed");
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
@@ -175,7 +202,6 @@ mod tests {
     use super::*;
     use crate::net::targets::TargetSet;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpStream;
 
     /// Reads until EOF or `limit`; true when the peer closed the connection.
     async fn closed_within(sock: &mut TcpStream, limit: Duration) -> bool {
@@ -202,7 +228,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(2));
-        let task = tokio::spawn(accept_loop(listener, ctx, slots, stop_rx));
+        let workers = Arc::new(Workers::start(1).unwrap());
+        let task = tokio::spawn(accept_loop(listener, ctx, slots, workers, stop_rx));
         let mut a = TcpStream::connect(addr).await.unwrap();
         let mut b = TcpStream::connect(addr).await.unwrap();
         let mut c = TcpStream::connect(addr).await.unwrap();

@@ -101,6 +101,7 @@ impl Config {
                 state_dir: None,
                 naa_company_id: None,
                 lock_wait_secs: None,
+                io_threads: None,
             },
             iscsi: Default::default(),
             limits: Default::default(),

@@ -142,6 +142,9 @@ pub struct ServerSettings {
     /// At start, how long to wait for a backing store another process holds exclusively
     /// (a gateway that is still shutting down) before giving up. Default 10, 0 = no wait.
     pub lock_wait_secs: u32,
+    /// Threads serving connections, each with its own event loop and rings (thread per
+    /// core). 0 (the default) = one per CPU this process may run on.
+    pub io_threads: u32,
 }
 
 /// `[iscsi]`: operational parameters the target offers / enforces (RFC 7143 §13).

@@ -53,6 +53,7 @@ pub struct RawServer {
     pub state_dir: Option<PathBuf>,
     pub naa_company_id: Option<u32>,
     pub lock_wait_secs: Option<u32>,
+    pub io_threads: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

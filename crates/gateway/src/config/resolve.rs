@@ -138,6 +138,13 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
             format!("{lock_wait_secs} is outside 0..=3600"),
         ));
     }
+    let io_threads = raw.io_threads.unwrap_or(0);
+    if io_threads > MAX_IO_THREADS {
+        return Err(ConfigError::invalid(
+            "server.io_threads",
+            format!("{io_threads} is outside 0..={MAX_IO_THREADS} (0 = one per CPU)"),
+        ));
+    }
     Ok(ServerSettings {
         listen,
         advertise,
@@ -145,8 +152,12 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
         state_dir,
         naa_company_id,
         lock_wait_secs,
+        io_threads,
     })
 }
+
+/// More connection threads than this is a typo, not a machine.
+const MAX_IO_THREADS: u32 = 1024;
 
 fn resolve_drbd(raw: RawDrbd) -> R<DrbdSettings> {
     let d = DrbdSettings::default();

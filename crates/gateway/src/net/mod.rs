@@ -7,6 +7,7 @@ pub mod exec;
 pub mod lun_gate;
 pub mod registry;
 pub mod targets;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
