@@ -11,7 +11,10 @@
 #    after promotion again the data written before is still there;
 #  - a second gateway on the same backing file refuses (exit 1) naming the holder's pid, twice;
 #  - a second gateway started with a longer lock_wait_secs waits, and takes over once the first
-#    one exits.
+#    one exits;
+#  - read cache on a block device (root, a loop device): pages of the device cached before the
+#    gateway opened it, stale because the data underneath changed (as when another DRBD node
+#    wrote while this one was Secondary), are not served.
 set -uo pipefail
 source "$(dirname "$0")/../lib/suite.sh"
 if [ "$TARGET_KIND" != gateway ]; then
@@ -38,6 +41,7 @@ cleanup() {
   # the last fake drbdsetup, in case a gateway died without killing it
   p=$(cat "$FAKE_DRBD_DIR/pid" 2>/dev/null)
   if [ -n "$p" ] && grep -q "fake-drbdsetup\|tail" "/proc/$p/cmdline" 2>/dev/null; then kill -TERM "$p" 2>/dev/null; fi
+  [ -n "${LOOPDEV:-}" ] && losetup -d "$LOOPDEV" 2>/dev/null
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -215,5 +219,36 @@ write_state Secondary
 echo "change resource name:r0 may_promote:no" >>"$FAKE_DRBD_DIR/changes"
 wait_for 10 logged "LUN no longer served" && ok "may_promote:no (peer promoted): LUN 0 closed" || fail "still served after may_promote:no"
 fd_open "$D" "$W/lun0.img" && fail "lun0.img still open" || ok "lun0.img closed"
+
+echo "-- read cache on a block device: pages cached before the open are not served"
+if [ "$(id -u)" -ne 0 ] || ! command -v losetup >/dev/null; then
+  echo "  (skipped: needs root and losetup)"
+else
+  truncate -s 16M "$W/rc.img"
+  LOOPDEV=$(losetup --find --show "$W/rc.img") || fail "losetup failed"
+  if [ -n "${LOOPDEV:-}" ]; then
+    # Held open all along: the last close of a block device drops its page cache by itself.
+    exec 9<"$LOOPDEV"
+    # "Old" data written and read through the device: it sits in the device's page cache.
+    python3 -c "import os; f=os.open('$LOOPDEV', os.O_WRONLY); os.pwrite(f, b'\x41'*4096, 0); os.fsync(f); os.close(f)"
+    head -c 4096 "$LOOPDEV" >/dev/null
+    # "Another node" changes the data underneath the device (the file behind the loop device).
+    python3 -c "import os; f=os.open('$W/rc.img', os.O_WRONLY); os.pwrite(f, b'\x42'*4096, 0); os.fsync(f); os.close(f)"
+    stale=$(head -c 1 "$LOOPDEV" | od -An -tx1 | tr -d ' ')
+    echo "  the device's page cache holds byte 0x$stale at offset 0 (0x41 = stale, the file has 0x42)"
+    PORT_R=$(pick_free_port) || die "no free port"
+    "$GATEWAY_BIN" serve --listen "127.0.0.1:$PORT_R" --iqn "$IQN" --lun "$LOOPDEV,read_cache=on" \
+      --data-dir "$W/rc-data" >"$SUITE_LOG_DIR/gateway-rc.log" 2>&1 &
+    R=$!
+    PIDS+=("$R")
+    echo "$R gateway $PORT_R" >>"$SUITE_LOG_DIR/target.pids"
+    wait_for 10 port_listening "$PORT_R" || fail "read-cache gateway did not listen"
+    check "read cache on $LOOPDEV: iSCSI reads the new data (0x42), not the cached page" \
+      bash -c "timeout $T qemu-io -f raw -c 'read -P 0x42 0 4096' 'iscsi://127.0.0.1:$PORT_R/$IQN/0' 2>&1 | grep -q 'read 4096/4096'"
+    kill -TERM "$R"
+    wait_for 10 bash -c "! kill -0 $R" || fail "gateway $R did not exit"
+    exec 9<&-
+  fi
+fi
 
 checks_summary "drbd ($(suite_elapsed)s)"

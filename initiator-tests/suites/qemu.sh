@@ -7,7 +7,8 @@
 #  - write -z -u (WRITE SAME / zeroes) and discard (UNMAP) reads back zeros (discard strictly only
 #    when READ CAPACITY(16) reports LBPRZ=1);
 #  - qemu-img convert of a random 64 MiB raw image onto LUN 1, qemu-img compare against the image
-#    and the backing file; qemu-img compare of LUN 0 (iscsi) against its backing file.
+#    and the backing file; qemu-img compare of LUN 0 (iscsi) against its backing file;
+#  - a LUN with read_cache=on: overwrites, zeroing and discard of cached data read back new data.
 set -uo pipefail
 source "$(dirname "$0")/../lib/suite.sh"
 need qemu-io qemu-img iscsi-readcapacity16
@@ -110,5 +111,19 @@ check "qemu-img compare LUN 1 (iscsi) vs its backing file" timeout "$QEMU_TIMEOU
 check "qemu-img compare image vs LUN 1 backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$img" "${TARGET_BACKING[1]}"
 check "qemu-img compare LUN 0 (iscsi) vs its backing file (all patterns, 1 GiB)" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$U0" "${TARGET_BACKING[0]}"
 echo "  convert+compare took $(($(date +%s) - t0))s"
+check "target still running" target_alive
+
+echo "-- read cache (a LUN with read_cache=on: reads via the page cache, writes O_DIRECT)"
+target_stop
+GATEWAY_LUN_SUFFIX=",size=64M,read_cache=on" target_start 1 64M || exit 1
+UC=$(target_url 0)
+check "the gateway logged the LUN with read_cache=true" grep -qE 'read_cache[^ ]*=[^ ]*true' "$TARGET_LOG"
+qio "read cache: cached data is replaced by each overwrite" "$UC" \
+  "write -P 0x21 0 $M" "read -P 0x21 0 $M" "write -P 0x22 4096 8192" \
+  "read -P 0x21 0 4096" "read -P 0x22 4096 8192" "read -P 0x21 12288 $((M - 12288))"
+qio "read cache: write zeroes and discard of cached data read back zeros" "$UC" \
+  "read -P 0x21 $((512 * K)) $((128 * K))" "write -z $((512 * K)) $((64 * K))" \
+  "read -P 0 $((512 * K)) $((64 * K))" "discard $((576 * K)) $((64 * K))" "read -P 0 $((576 * K)) $((64 * K))"
+check "read cache: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UC" "${TARGET_BACKING[0]}"
 check "target still running" target_alive
 checks_summary "qemu ($(suite_elapsed)s)"

@@ -25,6 +25,7 @@ fn create(path: &Path, size: u64, direct: DirectMode) -> BlockDevice {
             create_size: Some(size),
             direct,
             read_only: false,
+            read_cache: false,
         },
     )
     .unwrap()
@@ -480,4 +481,46 @@ async fn dev_shm_direct_or_fallback() {
         .await
         .unwrap();
     assert!(dev.read(0, 8192).await.unwrap().iter().all(|&b| b == 5));
+}
+
+/// The read cache serves reads from the page cache while writes go O_DIRECT through the
+/// other fd: every read must still see the newest write, hole punch and zeroing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_cache_sees_every_direct_write() {
+    let d = tmpdir();
+    let path = d.path().join("rc.img");
+    let dev = BlockDevice::open(
+        &path,
+        &OpenOptions {
+            create_size: Some(4 * MIB),
+            direct: DirectMode::On,
+            read_cache: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(dev.is_direct() && dev.has_read_cache());
+    let mut rng = Rng(7);
+    for round in 0..200u64 {
+        let off = rng.below(4 * MIB / 4096 - 4) * 4096;
+        let len = 4096 * (1 + rng.below(4)) as usize;
+        // Cache the old contents first, so a stale page would be there to be served.
+        let _ = dev.read(off, len as u32).await.unwrap();
+        let data = pattern(round + 1, len);
+        dev.write(off, Bytes::from(data.clone()), false)
+            .await
+            .unwrap();
+        let back = dev.read(off, len as u32).await.unwrap();
+        assert!(back[..] == data[..], "round {round}: stale read at {off}");
+    }
+    dev.write_zeroes(0, MIB, true).await.unwrap();
+    let back = dev.read(0, MIB as u32).await.unwrap();
+    assert!(
+        back.iter().all(|b| *b == 0),
+        "stale data after a hole punch"
+    );
+    // Without the read cache a LUN opens one fd as before.
+    drop(dev);
+    let plain = create(&path, 4 * MIB, DirectMode::On);
+    assert!(!plain.has_read_cache());
 }

@@ -15,6 +15,7 @@ async fn cancelled_ops_release_their_buffers() {
         create_size: Some(16 << 20),
         direct: DirectMode::Auto,
         read_only: false,
+        read_cache: false,
     };
     let dev = BlockDevice::open(&d.path().join("leak.img"), &opts).unwrap();
     let baseline = AlignedBuf::live_count();

@@ -18,6 +18,7 @@ fn open(dir: &tempfile::TempDir) -> BlockDevice {
         create_size: Some(16 << 20),
         direct: DirectMode::Auto,
         read_only: false,
+        read_cache: false,
     };
     BlockDevice::open(&dir.path().join("ring.img"), &opts).unwrap()
 }

@@ -200,7 +200,8 @@ fn lun_flag_parsing() {
         LunFlag {
             path: "/x".into(),
             size: Some(1 << 30),
-            serial: None
+            serial: None,
+            read_cache: None,
         }
     );
     assert_eq!(
@@ -208,9 +209,21 @@ fn lun_flag_parsing() {
         LunFlag {
             path: "/dev/drbd0".into(),
             size: None,
-            serial: Some("ABC".into())
+            serial: Some("ABC".into()),
+            read_cache: None,
         }
     );
+    assert_eq!(
+        parse_lun_flag("/x,read_cache=on").unwrap().read_cache,
+        Some(true)
+    );
+    assert_eq!(
+        parse_lun_flag("/x,read_cache=off").unwrap().read_cache,
+        Some(false)
+    );
+    assert!(parse_lun_flag("/x,read_cache=maybe")
+        .unwrap_err()
+        .contains("on or off"));
     assert!(parse_lun_flag("/x,size=huge").is_err());
     assert!(parse_lun_flag("/x,colour=red")
         .unwrap_err()

@@ -40,6 +40,10 @@ pub struct OpenOptions {
     pub direct: DirectMode,
     /// Open read-only; write-type operations fail with [`IoFailure::ReadOnly`].
     pub read_only: bool,
+    /// With O_DIRECT: read through the page cache (a second, buffered, read-only fd), so
+    /// data read or written recently is served from memory; writes stay O_DIRECT. See
+    /// [`BlockDevice::has_read_cache`].
+    pub read_cache: bool,
 }
 
 /// A byte range and whether it is backed by allocated storage.
@@ -58,6 +62,8 @@ const MAX_MAP_STEPS: usize = 100_000;
 struct Inner {
     path: PathBuf,
     fd: Arc<OwnedFd>,
+    /// The buffered fd reads use when the read cache is on.
+    read_fd: Option<Arc<OwnedFd>>,
     engine: Engine,
     size: u64,
     lbs: u32,
@@ -96,6 +102,18 @@ fn open_raw(path: &Path, write: bool, create: bool, flags: i32) -> io::Result<Fi
         o.create(true).mode(0o600);
     }
     o.open(path)
+}
+
+/// Opens the buffered, read-only fd of the read cache. For a block device it first drops
+/// whatever the page cache holds for it from before this open: with DRBD, pages an earlier
+/// Primary period of this node left behind are stale once another node has written the
+/// device. A regular file's page cache is always the file's truth, so it is kept.
+fn open_read_cache(path: &Path, is_bdev: bool) -> io::Result<OwnedFd> {
+    let file = open_raw(path, false, false, 0)?;
+    if is_bdev {
+        sys::drop_page_cache(file.as_raw_fd())?;
+    }
+    Ok(OwnedFd::from(file))
 }
 
 impl BlockDevice {
@@ -204,6 +222,11 @@ impl BlockDevice {
                 }
             }
         }
+        let read_fd = if opts.read_cache && direct {
+            Some(Arc::new(open_read_cache(path, is_bdev).map_err(io_err)?))
+        } else {
+            None
+        };
         let meta = file.metadata().map_err(io_err)?;
         let props = if is_bdev {
             bdev_props(fd, &meta).map_err(io_err)?
@@ -214,6 +237,7 @@ impl BlockDevice {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 fd: Arc::new(OwnedFd::from(file)),
+                read_fd,
                 engine,
                 size: props.size,
                 lbs: props.lbs,
@@ -248,6 +272,14 @@ impl BlockDevice {
     /// True when I/O bypasses the page cache.
     pub fn is_direct(&self) -> bool {
         self.inner.direct
+    }
+    /// True when reads go through the page cache while writes bypass it (O_DIRECT).
+    ///
+    /// Coherent because this process is the only writer (the exclusive open): the kernel
+    /// invalidates cached pages a direct write, a hole punch or a discard covers, and what
+    /// an earlier holder of a block device left in the cache is dropped at open.
+    pub fn has_read_cache(&self) -> bool {
+        self.inner.read_fd.is_some()
     }
     /// True for block devices, false for regular files.
     pub fn is_block_device(&self) -> bool {
@@ -289,9 +321,18 @@ impl BlockDevice {
     }
 
     async fn run(&self, offset: u64, op: Op) -> Result<Option<AlignedBuf>, IoFailure> {
+        self.run_on(&self.inner.fd, offset, op).await
+    }
+
+    async fn run_on(
+        &self,
+        fd: &Arc<OwnedFd>,
+        offset: u64,
+        op: Op,
+    ) -> Result<Option<AlignedBuf>, IoFailure> {
         self.inner
             .engine
-            .run(self.inner.fd.clone(), offset, op)
+            .run(fd.clone(), offset, op)
             .await
             .map_err(IoFailure::from_io)
     }
@@ -306,7 +347,8 @@ impl BlockDevice {
             buf: AlignedBuf::zeroed(len as usize),
             done: 0,
         };
-        match self.run(offset, op).await? {
+        let fd = self.inner.read_fd.as_ref().unwrap_or(&self.inner.fd);
+        match self.run_on(fd, offset, op).await? {
             Some(buf) => Ok(Bytes::from_owner(buf)),
             None => Err(IoFailure::Hardware(io::Error::other(
                 "read completed without its buffer",
@@ -560,6 +602,7 @@ mod tests {
             create_size: Some(1 << 20),
             direct: DirectMode::Auto,
             read_only: false,
+            read_cache: false,
         };
         let engine = Engine::global().expect("engine");
         let dev = BlockDevice::open_inner(&p, &opts, engine.clone(), true).expect("open");

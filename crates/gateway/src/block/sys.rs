@@ -63,6 +63,16 @@ pub fn blk_zeroout(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Drops the clean pages the page cache holds for the whole file or device
+/// (`posix_fadvise(POSIX_FADV_DONTNEED)`; unlike BLKFLSBUF it needs no capability).
+pub fn drop_page_cache(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a caller-owned fd; no memory is passed.
+    match unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Takes a non-blocking exclusive advisory lock; `Ok(false)` when someone else holds it.
 pub fn flock_exclusive(fd: RawFd) -> io::Result<bool> {
     // SAFETY: flock on an fd we own.

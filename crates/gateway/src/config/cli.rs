@@ -1,6 +1,7 @@
 //! The quick command-line flags of `serve` (`--listen`, `--iqn`, `--lun PATH[,size=..]`,
 //! `--advertise`, `--data-dir`) turned into a [`Config`] through the same validation as a
-//! file. `--lun` values are `PATH[,size=SIZE][,serial=SERIAL]`; LUN numbers are 0, 1, ...
+//! file. `--lun` values are `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off]`; LUN
+//! numbers are 0, 1, ...
 //! in flag order. Without `--lun` the embedded default LUN `<data_dir>/lun0.img` (1 GiB)
 //! is used; without `--iqn` the default target name.
 
@@ -28,9 +29,10 @@ pub struct LunFlag {
     pub path: PathBuf,
     pub size: Option<u64>,
     pub serial: Option<String>,
+    pub read_cache: Option<bool>,
 }
 
-/// Parses `PATH[,size=SIZE][,serial=SERIAL]`.
+/// Parses `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off]`.
 pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
     let mut parts = s.split(',');
     let path = parts.next().unwrap_or("");
@@ -41,6 +43,7 @@ pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
         path: PathBuf::from(path),
         size: None,
         serial: None,
+        read_cache: None,
     };
     for p in parts {
         match p.split_once('=') {
@@ -48,9 +51,16 @@ pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
                 flag.size = Some(parse_size(v).map_err(|m| format!("`{s}`: size {m}"))?)
             }
             Some(("serial", v)) => flag.serial = Some(v.to_string()),
+            Some(("read_cache", v)) => {
+                flag.read_cache = Some(match v {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => return Err(format!("`{s}`: read_cache is on or off, not `{v}`")),
+                })
+            }
             _ => {
                 return Err(format!(
-                    "`{s}`: unknown option `{p}` (expected size=SIZE or serial=SERIAL)"
+                    "`{s}`: unknown option `{p}` (expected size=SIZE, serial=SERIAL or read_cache=on|off)"
                 ))
             }
         }
@@ -82,6 +92,7 @@ impl Config {
                 path,
                 size: f.size.map(RawSize::Bytes),
                 serial: f.serial,
+                read_cache: f.read_cache,
                 ..RawLun::default()
             });
         }

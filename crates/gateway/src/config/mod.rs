@@ -242,6 +242,9 @@ pub struct LunSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmap: Option<bool>,
     pub direct: DirectMode,
+    /// Reads through the page cache (writes stay O_DIRECT); see `BlockDevice` and
+    /// ARCHITECTURE.md "Read cache".
+    pub read_cache: bool,
     /// DRBD resource of the device: served only while this node may write it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drbd_resource: Option<String>,
@@ -258,6 +261,7 @@ impl LunSpec {
             create_size: self.size,
             direct: self.direct,
             read_only: self.read_only,
+            read_cache: self.read_cache,
         }
     }
 

@@ -116,6 +116,7 @@ pub struct RawLun {
     pub write_cache: Option<bool>,
     pub unmap: Option<bool>,
     pub direct: Option<DirectMode>,
+    pub read_cache: Option<bool>,
     pub lun: Option<u16>,
     pub drbd_resource: Option<String>,
 }

@@ -436,6 +436,7 @@ fn resolve_lun(
         write_cache: raw.write_cache,
         unmap: raw.unmap,
         direct: raw.direct.unwrap_or_default(),
+        read_cache: raw.read_cache.unwrap_or(false),
         drbd_resource,
     })
 }

@@ -125,7 +125,7 @@ fn open_target(
                 let cfg = lun_config(lun, &device).with_context(|| format!("LUN {}", lun.lun))?;
                 info!(
                     target = %spec.iqn, lun = lun.lun, path = %lun.path.display(),
-                    blocks = cfg.num_blocks, block_size = cfg.block_size, direct = device.is_direct(),
+                    blocks = cfg.num_blocks, block_size = cfg.block_size, direct = device.is_direct(), read_cache = device.has_read_cache(),
                     write_cache = cfg.write_cache, unmap = cfg.unmap, serial = %cfg.serial, naa = %lun.naa_hex(),
                     "LUN ready"
                 );
