@@ -235,7 +235,8 @@ else
     # "Another node" changes the data underneath the device (the file behind the loop device).
     python3 -c "import os; f=os.open('$W/rc.img', os.O_WRONLY); os.pwrite(f, b'\x42'*4096, 0); os.fsync(f); os.close(f)"
     stale=$(head -c 1 "$LOOPDEV" | od -An -tx1 | tr -d ' ')
-    echo "  the device's page cache holds byte 0x$stale at offset 0 (0x41 = stale, the file has 0x42)"
+    [ "$stale" = 41 ] && ok "setup: the device's page cache holds stale 0x41 (the file has 0x42)" \
+      || fail "setup: expected a stale 0x41 in the device's page cache, read 0x$stale"
     PORT_R=$(pick_free_port) || die "no free port"
     "$GATEWAY_BIN" serve --listen "127.0.0.1:$PORT_R" --iqn "$IQN" --lun "$LOOPDEV,read_cache=on" \
       --data-dir "$W/rc-data" >"$SUITE_LOG_DIR/gateway-rc.log" 2>&1 &
@@ -244,7 +245,7 @@ else
     echo "$R gateway $PORT_R" >>"$SUITE_LOG_DIR/target.pids"
     wait_for 10 port_listening "$PORT_R" || fail "read-cache gateway did not listen"
     check "read cache on $LOOPDEV: iSCSI reads the new data (0x42), not the cached page" \
-      bash -c "timeout $T qemu-io -f raw -c 'read -P 0x42 0 4096' 'iscsi://127.0.0.1:$PORT_R/$IQN/0' 2>&1 | grep -q 'read 4096/4096'"
+      timeout "$T" qemu-io -f raw -c 'read -P 0x42 0 4096' "iscsi://127.0.0.1:$PORT_R/$IQN/0"
     kill -TERM "$R"
     wait_for 10 bash -c "! kill -0 $R" || fail "gateway $R did not exit"
     exec 9<&-
