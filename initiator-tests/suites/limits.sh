@@ -132,6 +132,24 @@ else
   fail "VmHWM grew only ${growth} MiB with a 1 GiB backlog: the measure does not show the bound"
 fi
 inq_works "non-reading client, 1 GiB backlog"
+# budget_checks OUTPUT: the checks on what `badclient.py budget-stall` printed.
+budget_checks() {
+  local out=$1 nop tmf tur
+  if ! echo "$out" | grep -q "^BUDGET "; then
+    fail "data budget: the client did not get through (a gateway that stops reading at the budget drops it on its own NOP-In timeout)"
+    return
+  fi
+  nop=$(echo "$out" | sed -n 's/^BUDGET nop=\([0-9.]*\) .*/\1/p')
+  tmf=$(echo "$out" | sed -n 's/^BUDGET .* tmf=0x00\/\([0-9.]*\) .*/\1/p')
+  tur=$(echo "$out" | sed -n 's/^BUDGET .* tur=0x00\/\([0-9.]*\) .*/\1/p')
+  if [ -n "$nop" ] && in_range "$nop" 0 2; then ok "NOP-Out answered in ${nop}s while a stalled WRITE holds the budget"; else fail "NOP-Out not answered within 2 s while the budget was used up"; fi
+  echo "$out" | grep -q "tur_before_abort=no" && ok "a new TEST UNIT READY is held while the budget is used up" || fail "TEST UNIT READY was not held at the budget"
+  if [ -n "$tmf" ] && in_range "$tmf" 0 2; then ok "ABORT TASK for the stalled WRITE answered (function complete) in ${tmf}s"; else fail "ABORT TASK not answered with function complete within 2 s"; fi
+  if [ -n "$tur" ] && in_range "$tur" 0 2; then ok "the held TEST UNIT READY ran once the abort freed the budget (${tur}s)"; else fail "the held TEST UNIT READY did not complete after the abort"; fi
+  echo "$out" | grep -q "write_response=no" && ok "the aborted WRITE got no response" || fail "the aborted WRITE got a response"
+  echo "$out" | grep -q "window_nop_in=yes" && ok "the reopened CmdSN window was announced (NOP-In, ITT and TTT 0xffffffff)" || fail "no NOP-In announced the reopened window"
+}
+
 # budget_stall: LUN 0 on a loop-mounted ext4 that is frozen (fsfreeze) while the client runs, so
 # its 8 MiB WRITE stalls in the backend holding the whole 8 MiB max_command_data.
 budget_stall() {
@@ -150,16 +168,7 @@ budget_stall() {
     out=$(timeout 60 "${BC[@]}" --port "$TARGET_PORT" --iqn "$IQN" budget-stall --size $((8 << 20)) --bound 5 2>&1)
     fsfreeze -u "$FRZ/mnt"
     echo "$out" | sed 's/^/        | /'
-    local nop tmf tur
-    nop=$(echo "$out" | sed -n 's/^BUDGET nop=\([0-9.]*\) .*/\1/p')
-    tmf=$(echo "$out" | sed -n 's/^BUDGET .* tmf=0x00\/\([0-9.]*\) .*/\1/p')
-    tur=$(echo "$out" | sed -n 's/^BUDGET .* tur=0x00\/\([0-9.]*\) .*/\1/p')
-    if [ -n "$nop" ] && in_range "$nop" 0 2; then ok "NOP-Out answered in ${nop}s while a stalled WRITE holds the budget"; else fail "NOP-Out not answered within 2 s while the budget was used up"; fi
-    echo "$out" | grep -q "tur_before_abort=no" && ok "a new TEST UNIT READY is held while the budget is used up" || fail "TEST UNIT READY was not held at the budget"
-    if [ -n "$tmf" ] && in_range "$tmf" 0 2; then ok "ABORT TASK for the stalled WRITE answered (function complete) in ${tmf}s"; else fail "ABORT TASK not answered with function complete within 2 s"; fi
-    if [ -n "$tur" ] && in_range "$tur" 0 2; then ok "the held TEST UNIT READY ran once the abort freed the budget (${tur}s)"; else fail "the held TEST UNIT READY did not complete after the abort"; fi
-    echo "$out" | grep -q "write_response=no" && ok "the aborted WRITE got no response" || fail "the aborted WRITE got a response"
-    echo "$out" | grep -q "window_nop_in=yes" && ok "the reopened CmdSN window was announced (NOP-In, ITT and TTT 0xffffffff)" || fail "no NOP-In announced the reopened window"
+    budget_checks "$out"
     sleep 0.5
     inq_works "data budget"
   fi
