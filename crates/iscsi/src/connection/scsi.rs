@@ -250,6 +250,7 @@ impl Connection {
             return;
         }
         task.delivered = true;
+        self.held.retain(|&h| h != itt);
         let response = CommandResponse {
             status: 0x02,
             sense: Some(sense),

@@ -1322,6 +1322,8 @@ enum Step {
     Complete(u32, u32, bool),
     Tmf(u32, u8),
     Tick(u64),
+    /// Opens or closes the intake gate.
+    Gate(bool),
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
@@ -1331,6 +1333,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         2 => (0u32..8, 0u32..5000, any::<bool>()).prop_map(|(a, b, c)| Step::Complete(a, b, c)),
         1 => (0u32..8, 0u8..8).prop_map(|(a, b)| Step::Tmf(a, b)),
         1 => (0u64..20).prop_map(Step::Tick),
+        1 => any::<bool>().prop_map(Step::Gate),
     ]
 }
 
@@ -1345,6 +1348,8 @@ proptest! {
             h.std_login();
         }
         for s in steps {
+            let closed_before = !h.c.intake_open;
+            let max_before = h.c.max_cmd_sn;
             match s {
                 Step::Pdu(p) => { let _ = h.feed(p); }
                 Step::Garbage(g) => {
@@ -1362,12 +1367,20 @@ proptest! {
                     h.c.complete_task_management(TmfId(itt), c[(code % 4) as usize], h.now)
                 }
                 Step::Tick(s) => { h.now += Duration::from_secs(s); h.c.handle_timeout(h.now); }
+                Step::Gate(open) => h.c.set_intake_open(open),
             }
-            let _ = h.events();
-            let mut parts = Vec::new();
-            while h.c.poll_transmit(&mut parts) {}
+            let events = h.events();
+            let out = h.out();
             prop_assert!(h.c.in_use <= 8);
             prop_assert!(h.c.ordered.len() <= 8);
+            prop_assert!(h.c.held.iter().all(|itt| h.c.tasks.get(itt).is_some_and(|t| !t.delivered)));
+            if h.c.intake_open {
+                prop_assert!(h.c.held.is_empty());
+            } else if closed_before {
+                prop_assert!(!events.iter().any(|e| matches!(e, Event::ScsiCommand(_))), "delivered while closed");
+                prop_assert!(!out.iter().any(|p| matches!(p, Pdu::R2t(_))), "R2T while closed");
+                prop_assert_eq!(h.c.max_cmd_sn, max_before, "MaxCmdSN advanced while closed");
+            }
         }
     }
 }
@@ -1692,4 +1705,28 @@ fn closed_intake_holds_r2ts_but_takes_solicited_data() {
     let cmd = h.only_command();
     assert_eq!(cmd.data_out, DataOut::Complete(data));
     assert_eq!(h.c.buffered_write_bytes(), 0);
+}
+
+#[test]
+fn a_held_command_that_fails_leaves_the_queue() {
+    let mut h = H::new(Limits::default());
+    h.std_login();
+    h.c.set_intake_open(false);
+    let data = Bytes::from(vec![1u8; 512]);
+    let w = h.cmd(false, true, 512, data.clone(), true);
+    h.feed(Pdu::ScsiCommand(w.clone())).unwrap();
+    assert!(h.c.intake_waiting(), "complete write held");
+    // Unsolicited data after the F bit: the held command fails at once.
+    h.feed(H::data_out(w.itt, RESERVED_TAG, 0, 0, data, true))
+        .unwrap();
+    let out = h.out();
+    assert!(matches!(out.as_slice(), [Pdu::Reject(_), Pdu::ScsiResponse(r)] if r.status == 2));
+    assert!(h.c.held.is_empty());
+    assert!(
+        h.c.intake_waiting(),
+        "the slot it freed is a window still to announce"
+    );
+    h.c.set_intake_open(true);
+    assert!(h.events().is_empty());
+    assert!(matches!(h.out().as_slice(), [Pdu::NopIn(n)] if n.itt == RESERVED_TAG));
 }
