@@ -184,6 +184,9 @@ async fn serve(
     let mut out: Vec<Bytes> = Vec::new();
     let mut session: Option<Session> = None;
     let mut in_flight: HashMap<TaskId, InFlight> = HashMap::new();
+    // Wakes this task when budget is released on any thread; renewed each time the intake
+    // gate is evaluated (below), so no release after an evaluation is missed.
+    let mut freed = std::pin::pin!(budget.freed());
     debug!(%peer, "connection accepted");
 
     let end = loop {
@@ -202,10 +205,6 @@ async fn serve(
         if conn.is_closed() {
             break "closed by protocol".to_owned();
         }
-        assembling.set(conn.buffered_write_bytes());
-        // Registered before `intake_waiting` looks at the state it depends on, so a release
-        // on another thread in between still wakes this task.
-        let freed = budget.freed();
         let intake_waiting = conn.intake_waiting();
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
@@ -264,11 +263,14 @@ async fn serve(
                 conn.close(CloseReason::Shutdown);
             }
             // Budget came back: the gate below reopens the intake.
-            _ = freed, if intake_waiting => {}
+            _ = freed.as_mut(), if intake_waiting => {}
         }
         // The intake gate follows the budget, re-evaluated after each event, since each
-        // delivered command takes its share.
+        // delivered command takes its share (and hands its write data over from the
+        // protocol's buffers to its own reservation).
         loop {
+            freed.set(budget.freed());
+            assembling.set(conn.buffered_write_bytes());
             conn.set_intake_open(budget.admits(in_flight.len()));
             let Some(ev) = conn.poll_event() else { break };
             handle_event(
