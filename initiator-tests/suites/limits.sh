@@ -18,7 +18,7 @@ BC=(python3 "$IT_DIR/tools/badclient.py")
 IQN=iqn.2026-11.test.initiator-tests:limits
 
 # start_gateway BACKLOG [LUN_PATH]: a gateway with small limits so each one is reached quickly;
-# BACKLOG is also its max_command_data.
+# BACKLOG is also its max_command_data. NOP_INTERVAL overrides the 1 s ping interval.
 start_gateway() {
   TARGET_PORT=$(pick_free_port) || { fail "no free port"; return 1; }
   TARGET_WORK=$(mktemp -d "${TARGET_TMPDIR:-/tmp}/it-limits.XXXXXX")
@@ -28,7 +28,7 @@ listen = ["127.0.0.1:$TARGET_PORT"]
 data_dir = "$TARGET_WORK/data"
 [iscsi]
 login_timeout_secs = 3
-nop_interval_secs = 1
+nop_interval_secs = ${NOP_INTERVAL:-1}
 nop_timeout_secs = 2
 [limits]
 max_connections = 6
@@ -150,6 +150,18 @@ budget_checks() {
   echo "$out" | grep -q "window_nop_in=yes" && ok "the reopened CmdSN window was announced (NOP-In, ITT and TTT 0xffffffff)" || fail "no NOP-In announced the reopened window"
 }
 
+# wake_checks OUTPUT: the checks on what `badclient.py budget-wake` printed.
+wake_checks() {
+  local out=$1 first late
+  if ! echo "$out" | grep -q "^WAKE "; then fail "data budget, two sessions: the client did not get through"; return; fi
+  first=$(echo "$out" | sed -n 's/^WAKE b_first_tur=\([0-9.]*\) .*/\1/p')
+  late=$(echo "$out" | sed -n 's/^WAKE .* b_tur=\([0-9.]*\)$/\1/p')
+  if [ -n "$first" ] && in_range "$first" 0 2; then ok "a second session with nothing running is served while the budget is used up (${first}s)"; else fail "a second session with nothing running was not served at the budget"; fi
+  echo "$out" | grep -q "b_held=yes" && ok "its next command is held while its own WRITE runs at the budget" || fail "the second session's command was not held at the budget"
+  echo "$out" | grep -q "a_tmf=0x00" && ok "the first session's ABORT TASK completed" || fail "the first session's ABORT TASK did not complete"
+  if [ -n "$late" ] && in_range "$late" 0 0.5; then ok "the budget freed by the first session woke the second, its held command answered in ${late}s"; else fail "the second session was not woken when the first freed the budget"; fi
+}
+
 # budget_stall: LUN 0 on a loop-mounted ext4 that is frozen (fsfreeze) while the client runs, so
 # its 8 MiB WRITE stalls in the backend holding the whole 8 MiB max_command_data.
 budget_stall() {
@@ -162,13 +174,18 @@ budget_stall() {
     && mount -o loop "$FRZ/fs.img" "$FRZ/mnt" || { fail "data budget: cannot mount a loop file system"; return; }
   # Never leave the file system frozen (or mounted), even when interrupted.
   trap 'fsfreeze -u "$FRZ/mnt" 2>/dev/null; target_stop; umount "$FRZ/mnt" 2>/dev/null' EXIT
-  if start_gateway 8M "$FRZ/mnt/lun0.img"; then
+  # Pings every 10 s only: an idle connection's ping timer must not be what wakes it.
+  if NOP_INTERVAL=10 start_gateway 8M "$FRZ/mnt/lun0.img"; then
     inq_works "frozen-fs gateway start"
     fsfreeze -f "$FRZ/mnt"
+    local out
     out=$(timeout 60 "${BC[@]}" --port "$TARGET_PORT" --iqn "$IQN" budget-stall --size $((8 << 20)) --bound 5 2>&1)
-    fsfreeze -u "$FRZ/mnt"
     echo "$out" | sed 's/^/        | /'
     budget_checks "$out"
+    out=$(timeout 60 "${BC[@]}" --port "$TARGET_PORT" --iqn "$IQN" budget-wake --size $((8 << 20)) --bound 5 2>&1)
+    fsfreeze -u "$FRZ/mnt"
+    echo "$out" | sed 's/^/        | /'
+    wake_checks "$out"
     sleep 0.5
     inq_works "data budget"
   fi

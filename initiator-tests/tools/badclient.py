@@ -26,6 +26,9 @@ Subcommands (all talk to 127.0.0.1:PORT only, every socket operation bounded by 
                    WRITE --size bytes (it stalls, holding the command data budget), then a TEST
                    UNIT READY, a NOP-Out and an ABORT TASK for the WRITE; prints when each was
                    answered ("BUDGET nop=S tur_before_abort=yes|no tmf=CODE/S tur=S ...")
+  budget-wake      same target, two sessions: A's stalled WRITE of --size bytes holds the budget;
+                   B (a small stalled WRITE running) holds a new TEST UNIT READY until A aborts
+                   its WRITE, which must wake B ("WAKE b_first_tur=S b_held=yes|no b_tur=S")
 
 Why its own client: iscsi-inq prints binary NAA designators as raw characters, and no packaged
 tool sends malformed PDUs on purpose.
@@ -777,6 +780,104 @@ def send_solicited(conn, watcher, itt, size, bound):
     return True
 
 
+def pump(watchers, secs):
+    """Reads from every connection for `secs` seconds (answering pings on all of them)."""
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        for w in watchers:
+            w.poll(0.02)
+
+
+def wait_on(watchers, w, op, itt, bound):
+    """Like Watcher.wait_for on `w`, while keeping the other connections served."""
+    end = time.monotonic() + bound
+    while True:
+        t, h = w.wait_for(op, itt, 0)
+        if t is not None or time.monotonic() > end:
+            return t, h
+        pump(watchers, 0.05)
+
+
+def stalled_write(conn, w, lba, size, bound):
+    """Sends a WRITE(10) of `size` bytes at `lba` with all its solicited data; returns
+    (itt, cmdsn) or None when the data was not solicited in full."""
+    blocks = size // 512
+    cdb = struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
+    itt, sn, pdu = command_pdu(conn, cdb, edtl=blocks * 512, write=True)
+    conn.send(pdu)
+    if not send_solicited(conn, w, itt, blocks * 512, bound):
+        return None
+    return itt, sn
+
+
+def abort_task_pdu(conn, itt, ref_sn):
+    tmf_itt = conn.next_itt()
+    b = bytearray(bhs(OP_TMF_REQ, 0x80 | 0x01, 0, itt=tmf_itt, immediate=True))
+    b[20:24] = struct.pack(">I", itt)
+    b[24:28] = struct.pack(">I", conn.cmdsn)
+    b[28:32] = struct.pack(">I", conn.statsn)
+    b[32:36] = struct.pack(">I", ref_sn)
+    return tmf_itt, bytes(b)
+
+
+def session(args, isid_last):
+    conn = Conn(args.port, args.timeout)
+    conn.isid = ISID[:5] + bytes([isid_last])
+    conn.login("Normal", args.iqn)
+    for _ in range(3):  # the first commands of a new nexus may get a UNIT ATTENTION
+        status, _ = conn.scsi_read(0, bytes(6), 0)  # TEST UNIT READY
+        if status == 0:
+            break
+    return conn
+
+
+def run_budget_wake(args):
+    try:
+        a = session(args, 0xA1)
+        wa = Watcher(a)
+        write_a = stalled_write(a, wa, 0, args.size, args.bound)
+        if write_a is None:
+            print("FAIL: A's WRITE data was not solicited in full")
+            return 1
+        b = session(args, 0xB2)
+        wb = Watcher(b)
+        ws = [wa, wb]
+        pump(ws, 0.3)  # A's WRITE is stalled, holding the budget
+        # B has nothing running: it is admitted even with the budget used up.
+        tur1, _, pdu = command_pdu(b, bytes(6))
+        t0 = time.monotonic() - wb.t0
+        b.send(pdu)
+        t, _ = wait_on(ws, wb, OP_SCSI_RSP, tur1, args.bound)
+        first = "none" if t is None else f"{t - t0:.3f}"
+        write_b = stalled_write(b, wb, 100000, 4096, args.bound)
+        if write_b is None:
+            print("FAIL: B's WRITE data was not solicited")
+            return 1
+        pump(ws, 0.3)
+        tur2, _, pdu = command_pdu(b, bytes(6))
+        b.send(pdu)
+        pump(ws, 1.0)
+        early, _ = wb.wait_for(OP_SCSI_RSP, tur2, 0)
+        tmf_itt, pdu = abort_task_pdu(a, *write_a)
+        t_abort = time.monotonic() - wb.t0
+        a.send(pdu)
+        t, h = wait_on(ws, wa, OP_TMF_RSP, tmf_itt, args.bound)
+        tmf = "none" if t is None else f"{h[2]:#04x}"
+        t, _ = wait_on(ws, wb, OP_SCSI_RSP, tur2, args.bound)
+        late = "none" if t is None else f"{t - t_abort:.3f}"
+        tmf_b, pdu = abort_task_pdu(b, *write_b)
+        b.send(pdu)
+        wait_on(ws, wb, OP_TMF_RSP, tmf_b, args.bound)
+    except (Closed, RuntimeError, OSError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}")
+        return 1
+    print(f"WAKE b_first_tur={first} b_held={'no' if early is not None else 'yes'} "
+          f"a_tmf={tmf} b_tur={late}")
+    a.close()
+    b.close()
+    return 0
+
+
 def run_budget_stall(args):
     conn = Conn(args.port, args.timeout)
     try:
@@ -868,6 +969,9 @@ def main():
     bs = sub.add_parser("budget-stall")
     bs.add_argument("--size", type=int, default=8 << 20)
     bs.add_argument("--bound", type=float, default=5.0, help="seconds to wait for each answer")
+    bw = sub.add_parser("budget-wake")
+    bw.add_argument("--size", type=int, default=8 << 20)
+    bw.add_argument("--bound", type=float, default=5.0, help="seconds to wait for each answer")
     q = sub.add_parser("inquiry")
     q.add_argument("--lun", type=int, default=0)
     q.add_argument("--page", default=None, help="VPD page, e.g. 0x83")
@@ -885,7 +989,8 @@ def main():
         return run_discovery(args)
     runners = {"connections": run_connections, "sessions": run_sessions,
                "login-timeout": run_login_timeout, "nop-silent": run_nop_silent,
-               "no-read": run_no_read, "budget-stall": run_budget_stall}
+               "no-read": run_no_read, "budget-stall": run_budget_stall,
+               "budget-wake": run_budget_wake}
     if args.cmd in runners:
         return runners[args.cmd](args)
     return run_inquiry(args)
