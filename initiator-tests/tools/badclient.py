@@ -22,6 +22,13 @@ Subcommands (all talk to 127.0.0.1:PORT only, every socket operation bounded by 
   no-read          log in with a small receive buffer, send --count READs of --size bytes and
                    never read the responses; then wait for the target to drop the connection
                    ("NOREAD sent=N closed_after=S")
+  budget-stall     for a target whose LUN 0 cannot complete writes (a frozen file system):
+                   WRITE --size bytes (it stalls, holding the command data budget), then a TEST
+                   UNIT READY, a NOP-Out and an ABORT TASK for the WRITE; prints when each was
+                   answered ("BUDGET nop=S tur_before_abort=yes|no tmf=CODE/S tur=S ...")
+  budget-wake      same target, two sessions: A's stalled WRITE of --size bytes holds the budget;
+                   B (a small stalled WRITE running) holds a new TEST UNIT READY until A aborts
+                   its WRITE, which must wake B ("WAKE b_first_tur=S b_held=yes|no b_tur=S")
 
 Why its own client: iscsi-inq prints binary NAA designators as raw characters, and no packaged
 tool sends malformed PDUs on purpose.
@@ -676,6 +683,257 @@ def run_no_read(args):
     return 0
 
 
+OP_DATA_OUT, OP_TMF_REQ, OP_NOP_IN, OP_TMF_RSP, OP_R2T = 0x05, 0x02, 0x20, 0x22, 0x31
+RESERVED = 0xFFFFFFFF
+
+
+class Watcher:
+    """Reads PDUs with arrival times, answering the target's NOP-In pings on the way."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.t0 = time.monotonic()
+        self.seen = []  # (seconds since t0, opcode, itt, header)
+
+    def poll(self, bound):
+        """Reads PDUs for up to `bound` seconds; returns the new ones."""
+        new = []
+        end = time.monotonic() + bound
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return new
+            self.conn.sock.settimeout(left)
+            try:
+                op, h, _ = self.conn.recv_pdu()
+            except (socket.timeout, TimeoutError):
+                return new
+            itt = struct.unpack(">I", h[16:20])[0]
+            if op in (OP_SCSI_RSP, OP_NOP_IN, OP_TMF_RSP) and itt != RESERVED:
+                self.conn.statsn = struct.unpack(">I", h[24:28])[0] + 1
+            ttt = struct.unpack(">I", h[20:24])[0]
+            if op == OP_NOP_IN and itt == RESERVED and ttt != RESERVED:
+                b = bytearray(bhs(OP_NOP_OUT, 0x80, 0, itt=RESERVED, immediate=True))
+                b[20:24] = struct.pack(">I", ttt)
+                b[24:28] = struct.pack(">I", self.conn.cmdsn)
+                b[28:32] = struct.pack(">I", self.conn.statsn)
+                self.conn.send(bytes(b))
+            item = (time.monotonic() - self.t0, op, itt, h)
+            self.seen.append(item)
+            new.append(item)
+
+    def wait_for(self, op, itt, bound):
+        """Seconds since t0 when (op, itt) arrived (also if it already had), or None."""
+        end = time.monotonic() + bound
+        while True:
+            for t, o, i, h in self.seen:
+                if o == op and i == itt:
+                    return t, h
+            left = end - time.monotonic()
+            if left <= 0:
+                return None, None
+            self.poll(min(left, 0.1))
+
+
+def command_pdu(conn, cdb, edtl=0, write=False, read=False, immediate=False):
+    """A SCSI Command PDU (no immediate data); returns (itt, cmdsn, bytes)."""
+    itt = conn.next_itt()
+    flags = 0x80 | (0x40 if read else 0) | (0x20 if write else 0) | 0x01
+    b = bytearray(bhs(OP_SCSI_CMD, flags, 0, itt=itt, immediate=immediate))
+    b[20:24] = struct.pack(">I", edtl)
+    b[24:28] = struct.pack(">I", conn.cmdsn)
+    b[28:32] = struct.pack(">I", conn.statsn)
+    b[32:32 + len(cdb)] = cdb
+    sn = conn.cmdsn
+    if not immediate:
+        conn.cmdsn += 1
+    return itt, sn, bytes(b)
+
+
+def send_solicited(conn, watcher, itt, size, bound):
+    """Answers the R2Ts of task `itt` until `size` bytes went out; False when they stop."""
+    sent = 0
+    used = 0
+    end = time.monotonic() + bound
+    while sent < size:
+        if time.monotonic() > end:
+            return False
+        watcher.poll(0.05)
+        r2ts = [x for x in watcher.seen if x[1] == OP_R2T and x[2] == itt]
+        for _, _, _, h in r2ts[used:]:
+            ttt = struct.unpack(">I", h[20:24])[0]
+            offset, length = struct.unpack(">II", h[40:48])
+            done, data_sn = 0, 0
+            while done < length:
+                n = min(conn.max_send, length - done)
+                last = done + n == length
+                b = bytearray(bhs(OP_DATA_OUT, 0x80 if last else 0, n, itt=itt))
+                b[20:24] = struct.pack(">I", ttt)
+                b[28:32] = struct.pack(">I", conn.statsn)
+                b[36:40] = struct.pack(">I", data_sn)
+                b[40:44] = struct.pack(">I", offset + done)
+                conn.send(bytes(b) + bytes([0xA5]) * n)
+                done += n
+                data_sn += 1
+            sent += length
+        used = len(r2ts)
+    return True
+
+
+def pump(watchers, secs):
+    """Reads from every connection for `secs` seconds (answering pings on all of them)."""
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        for w in watchers:
+            w.poll(0.02)
+
+
+def wait_on(watchers, w, op, itt, bound):
+    """Like Watcher.wait_for on `w`, while keeping the other connections served."""
+    end = time.monotonic() + bound
+    while True:
+        t, h = w.wait_for(op, itt, 0)
+        if t is not None or time.monotonic() > end:
+            return t, h
+        pump(watchers, 0.05)
+
+
+def stalled_write(conn, w, lba, size, bound):
+    """Sends a WRITE(10) of `size` bytes at `lba` with all its solicited data; returns
+    (itt, cmdsn) or None when the data was not solicited in full."""
+    blocks = size // 512
+    cdb = struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
+    itt, sn, pdu = command_pdu(conn, cdb, edtl=blocks * 512, write=True)
+    conn.send(pdu)
+    if not send_solicited(conn, w, itt, blocks * 512, bound):
+        return None
+    return itt, sn
+
+
+def abort_task_pdu(conn, itt, ref_sn):
+    tmf_itt = conn.next_itt()
+    b = bytearray(bhs(OP_TMF_REQ, 0x80 | 0x01, 0, itt=tmf_itt, immediate=True))
+    b[20:24] = struct.pack(">I", itt)
+    b[24:28] = struct.pack(">I", conn.cmdsn)
+    b[28:32] = struct.pack(">I", conn.statsn)
+    b[32:36] = struct.pack(">I", ref_sn)
+    return tmf_itt, bytes(b)
+
+
+def session(args, isid_last):
+    conn = Conn(args.port, args.timeout)
+    conn.isid = ISID[:5] + bytes([isid_last])
+    conn.login("Normal", args.iqn)
+    for _ in range(3):  # the first commands of a new nexus may get a UNIT ATTENTION
+        status, _ = conn.scsi_read(0, bytes(6), 0)  # TEST UNIT READY
+        if status == 0:
+            break
+    return conn
+
+
+def run_budget_wake(args):
+    try:
+        a = session(args, 0xA1)
+        wa = Watcher(a)
+        write_a = stalled_write(a, wa, 0, args.size, args.bound)
+        if write_a is None:
+            print("FAIL: A's WRITE data was not solicited in full")
+            return 1
+        b = session(args, 0xB2)
+        wb = Watcher(b)
+        ws = [wa, wb]
+        pump(ws, 0.3)  # A's WRITE is stalled, holding the budget
+        # B has nothing running: it is admitted even with the budget used up.
+        tur1, _, pdu = command_pdu(b, bytes(6))
+        t0 = time.monotonic() - wb.t0
+        b.send(pdu)
+        t, _ = wait_on(ws, wb, OP_SCSI_RSP, tur1, args.bound)
+        first = "none" if t is None else f"{t - t0:.3f}"
+        write_b = stalled_write(b, wb, 100000, 4096, args.bound)
+        if write_b is None:
+            print("FAIL: B's WRITE data was not solicited")
+            return 1
+        pump(ws, 0.3)
+        tur2, _, pdu = command_pdu(b, bytes(6))
+        b.send(pdu)
+        pump(ws, 1.0)
+        early, _ = wb.wait_for(OP_SCSI_RSP, tur2, 0)
+        tmf_itt, pdu = abort_task_pdu(a, *write_a)
+        t_abort = time.monotonic() - wb.t0
+        a.send(pdu)
+        t, h = wait_on(ws, wa, OP_TMF_RSP, tmf_itt, args.bound)
+        tmf = "none" if t is None else f"{h[2]:#04x}"
+        t, _ = wait_on(ws, wb, OP_SCSI_RSP, tur2, args.bound)
+        late = "none" if t is None else f"{t - t_abort:.3f}"
+        tmf_b, pdu = abort_task_pdu(b, *write_b)
+        b.send(pdu)
+        wait_on(ws, wb, OP_TMF_RSP, tmf_b, args.bound)
+    except (Closed, RuntimeError, OSError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}")
+        return 1
+    print(f"WAKE b_first_tur={first} b_held={'no' if early is not None else 'yes'} "
+          f"a_tmf={tmf} b_tur={late}")
+    a.close()
+    b.close()
+    return 0
+
+
+def run_budget_stall(args):
+    conn = Conn(args.port, args.timeout)
+    try:
+        conn.login("Normal", args.iqn)
+        for _ in range(3):  # the first commands of a new nexus may get a UNIT ATTENTION
+            status, _ = conn.scsi_read(0, bytes(6), 0)  # TEST UNIT READY
+            if status == 0:
+                break
+        w = Watcher(conn)
+        blocks = args.size // 512
+        cdb = struct.pack(">BBIBHB", 0x2A, 0, 0, 0, blocks, 0)  # WRITE(10) at LBA 0
+        write_itt, write_sn, pdu = command_pdu(conn, cdb, edtl=blocks * 512, write=True)
+        conn.send(pdu)
+        if not send_solicited(conn, w, write_itt, blocks * 512, args.bound):
+            print("FAIL: the WRITE's data was not solicited in full")
+            return 1
+        w.poll(0.5)  # the WRITE is now executing (stalled), holding the budget
+        tur_itt, _, pdu = command_pdu(conn, bytes(6))
+        conn.send(pdu)
+        nop_itt = conn.next_itt()
+        b = bytearray(bhs(OP_NOP_OUT, 0x80, 6, itt=nop_itt, immediate=True))
+        b[20:24] = struct.pack(">I", RESERVED)
+        b[24:28] = struct.pack(">I", conn.cmdsn)
+        b[28:32] = struct.pack(">I", conn.statsn)
+        t_nop = time.monotonic() - w.t0
+        conn.send(bytes(b) + pad4(b"budget"))
+        t, _ = w.wait_for(OP_NOP_IN, nop_itt, args.bound)
+        nop = "none" if t is None else f"{t - t_nop:.3f}"
+        w.poll(1.0)
+        tur_early, _ = w.wait_for(OP_SCSI_RSP, tur_itt, 0)
+        tmf_itt = conn.next_itt()
+        b = bytearray(bhs(OP_TMF_REQ, 0x80 | 0x01, 0, itt=tmf_itt, immediate=True))
+        b[20:24] = struct.pack(">I", write_itt)
+        b[24:28] = struct.pack(">I", conn.cmdsn)
+        b[28:32] = struct.pack(">I", conn.statsn)
+        b[32:36] = struct.pack(">I", write_sn)
+        t_tmf = time.monotonic() - w.t0
+        conn.send(bytes(b))
+        t, h = w.wait_for(OP_TMF_RSP, tmf_itt, args.bound)
+        tmf = "none" if t is None else f"{h[2]:#04x}/{t - t_tmf:.3f}"
+        t, h = w.wait_for(OP_SCSI_RSP, tur_itt, args.bound)
+        tur = "none" if t is None else f"{h[3]:#04x}/{t - t_tmf:.3f}"
+        w.poll(0.3)
+        write_rsp = any(o == OP_SCSI_RSP and i == write_itt for _, o, i, _ in w.seen)
+        window = any(o == OP_NOP_IN and i == RESERVED and struct.unpack(">I", h[20:24])[0] == RESERVED
+                     for _, o, i, h in w.seen)
+    except (Closed, RuntimeError, OSError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}")
+        return 1
+    print(f"BUDGET nop={nop} tur_before_abort={'yes' if tur_early is not None else 'no'} "
+          f"tmf={tmf} tur={tur} write_response={'yes' if write_rsp else 'no'} "
+          f"window_nop_in={'yes' if window else 'no'}")
+    conn.close()
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, required=False)
@@ -708,6 +966,12 @@ def main():
     nr.add_argument("--hold", type=float, default=10.0, help="seconds of not reading")
     nr.add_argument("--bound", type=float, default=30.0)
     nr.add_argument("--signal-file", default=None, help="touched once all READs are sent")
+    bs = sub.add_parser("budget-stall")
+    bs.add_argument("--size", type=int, default=8 << 20)
+    bs.add_argument("--bound", type=float, default=5.0, help="seconds to wait for each answer")
+    bw = sub.add_parser("budget-wake")
+    bw.add_argument("--size", type=int, default=8 << 20)
+    bw.add_argument("--bound", type=float, default=5.0, help="seconds to wait for each answer")
     q = sub.add_parser("inquiry")
     q.add_argument("--lun", type=int, default=0)
     q.add_argument("--page", default=None, help="VPD page, e.g. 0x83")
@@ -725,7 +989,8 @@ def main():
         return run_discovery(args)
     runners = {"connections": run_connections, "sessions": run_sessions,
                "login-timeout": run_login_timeout, "nop-silent": run_nop_silent,
-               "no-read": run_no_read}
+               "no-read": run_no_read, "budget-stall": run_budget_stall,
+               "budget-wake": run_budget_wake}
     if args.cmd in runners:
         return runners[args.cmd](args)
     return run_inquiry(args)

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::access::AccessControl;
 use crate::config::Config;
+use crate::net::budget::DataBudget;
 use crate::net::connection::serve_connection;
 use crate::net::registry::SessionRegistry;
 use crate::net::targets::{TargetSet, MAX_TRANSFER_BYTES};
@@ -34,6 +35,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         registry: SessionRegistry::default(),
         limits: config.limits.clone(),
         access: AccessControl::from_config(&config),
+        data_budget: DataBudget::new(config.limits.max_command_data),
     });
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
@@ -223,6 +225,7 @@ mod tests {
             registry: SessionRegistry::default(),
             limits: crate::config::Limits::default(),
             access: AccessControl::open(),
+            data_budget: DataBudget::new(1 << 20),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -6,14 +6,18 @@
 //!
 //! Limits enforced here: the per-initiator session cap at login (status 0x0302), the
 //! outgoing backlog budget (`backlog.rs`), the gateway-wide command data budget
-//! (`limits.max_command_data`) and the write timeout (`[limits]`).
+//! (`budget.rs`, `limits.max_command_data`) and the write timeout (`[limits]`).
+//!
+//! The socket is always read. The data budget gates only the protocol's intake of new
+//! commands (`iscsi::Connection::set_intake_open`), re-evaluated after every event: NOP-Outs,
+//! task management, logouts and solicited Data-Out keep flowing while the budget is used up.
+//! A connection whose intake waits is woken when another connection frees budget.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use crate::block::{ring_scope, LocalRing};
 use crate::net::backlog::{Backlog, Reservation};
+use crate::net::budget::{DataBudget, DataReservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
 use crate::net::registry::{Control, Registration};
 use crate::net::targets::RELATIVE_PORT_ID;
@@ -107,46 +112,9 @@ struct Session {
 struct InFlight {
     lun: u64,
     handle: AbortHandle,
-    /// Data buffer bytes this command holds against the data budget, returned on drop.
+    /// Data buffer bytes this command holds against the data budget (`budget.rs`),
+    /// returned on drop.
     _data: DataReservation,
-}
-
-/// Bytes of command data (write payload, read buffers) all connections together hold now,
-/// against `limits.max_command_data`: when it is used up, connections that have commands
-/// running stop reading new ones. This bounds the gateway's memory with many sessions at a
-/// deep queue (32 sessions x QD32 x 128 KiB would be 128 MiB of data alone).
-static DATA_IN_USE: AtomicUsize = AtomicUsize::new(0);
-
-/// A command's share of the command data budget ([`DATA_IN_USE`]).
-struct DataReservation(usize);
-
-impl DataReservation {
-    fn new(bytes: usize) -> Self {
-        DATA_IN_USE.fetch_add(bytes, Ordering::Relaxed);
-        DataReservation(bytes)
-    }
-}
-
-impl DataReservation {
-    fn set(&mut self, bytes: usize) {
-        if bytes != self.0 {
-            DATA_IN_USE.fetch_add(bytes, Ordering::Relaxed);
-            DATA_IN_USE.fetch_sub(self.0, Ordering::Relaxed);
-            self.0 = bytes;
-        }
-    }
-}
-
-impl Drop for DataReservation {
-    fn drop(&mut self) {
-        DATA_IN_USE.fetch_sub(self.0, Ordering::Relaxed);
-    }
-}
-
-/// Whether a connection may read more commands: always when it has none running (so every
-/// connection makes progress), otherwise only while the data budget is not exhausted.
-fn may_read(running: usize, budget: usize) -> bool {
-    running == 0 || DATA_IN_USE.load(Ordering::Relaxed) < budget
 }
 
 /// A finished command, with its backlog reservation (released once the response is written).
@@ -204,9 +172,9 @@ async fn serve(
     };
     let mut conn = Connection::new(config, std::time::Instant::now());
     let mut running: Running = FuturesUnordered::new();
-    // Write data the protocol is still assembling, counted against the data budget.
-    let mut assembling = DataReservation::new(0);
-    let data_budget = usize::try_from(ctx.limits.max_command_data).unwrap_or(usize::MAX);
+    let budget = ctx.data_budget.clone();
+    // Write data the protocol is still assembling or holding, counted against the budget.
+    let mut assembling = budget.reserve(0);
     let backlog = Backlog::new(ctx.limits.max_outgoing_backlog);
     let write_timeout = Duration::from_secs(u64::from(ctx.limits.write_timeout_secs));
     // Reservations of responses queued for the socket: released once they are written.
@@ -216,6 +184,9 @@ async fn serve(
     let mut out: Vec<Bytes> = Vec::new();
     let mut session: Option<Session> = None;
     let mut in_flight: HashMap<TaskId, InFlight> = HashMap::new();
+    // Wakes this task when budget is released on any thread; renewed each time the intake
+    // gate is evaluated (below), so no release after an evaluation is missed.
+    let mut freed = std::pin::pin!(budget.freed());
     debug!(%peer, "connection accepted");
 
     let end = loop {
@@ -234,11 +205,11 @@ async fn serve(
         if conn.is_closed() {
             break "closed by protocol".to_owned();
         }
-        assembling.set(conn.buffered_write_bytes());
+        let intake_waiting = conn.intake_waiting();
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            r = read_some(&mut sock, &mut inbuf, conn.session()), if may_read(in_flight.len(), data_budget) => match r {
+            r = read_some(&mut sock, &mut inbuf, conn.session()) => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx, peer };
@@ -291,8 +262,17 @@ async fn serve(
             _ = shutdown.changed() => {
                 conn.close(CloseReason::Shutdown);
             }
+            // Budget came back: the gate below reopens the intake.
+            _ = freed.as_mut(), if intake_waiting => {}
         }
-        while let Some(ev) = conn.poll_event() {
+        // The intake gate follows the budget, re-evaluated after each event, since each
+        // delivered command takes its share (and hands its write data over from the
+        // protocol's buffers to its own reservation).
+        loop {
+            freed.set(budget.freed());
+            assembling.set(conn.buffered_write_bytes());
+            conn.set_intake_open(budget.admits(in_flight.len()));
+            let Some(ev) = conn.poll_event() else { break };
             handle_event(
                 ev,
                 &ctx,
@@ -301,7 +281,7 @@ async fn serve(
                 &mut in_flight,
                 &running,
                 &ctl_tx,
-                &backlog,
+                (&backlog, &budget),
                 peer,
             );
         }
@@ -328,7 +308,7 @@ fn handle_event(
     in_flight: &mut HashMap<TaskId, InFlight>,
     running: &Running,
     ctl_tx: &mpsc::UnboundedSender<Control>,
-    backlog: &Backlog,
+    (backlog, budget): (&Backlog, &Arc<DataBudget>),
     peer: SocketAddr,
 ) {
     match ev {
@@ -352,7 +332,7 @@ fn handle_event(
                 DataOut::Complete(b) => b.len(),
                 DataOut::None | DataOut::TooLarge => 0,
             };
-            let data = DataReservation::new(data_len.max(cmd.expected_data_in_len as usize));
+            let data = budget.reserve(data_len.max(cmd.expected_data_in_len as usize));
             let (handle, reg) = AbortHandle::new_pair();
             running.push(Abortable::new(
                 command_future(ctx, s, cmd, lun, backlog.clone()),

@@ -2,6 +2,7 @@
 //! targets' runtime state and the command executor.
 
 pub mod backlog;
+pub mod budget;
 pub mod connection;
 pub mod exec;
 pub mod lun_gate;
@@ -21,6 +22,8 @@ pub struct ServerContext {
     pub limits: crate::config::Limits,
     /// ACLs and CHAP (crate::access).
     pub access: crate::access::AccessControl,
+    /// `limits.max_command_data`, shared by all connections (`budget.rs`).
+    pub data_budget: Arc<budget::DataBudget>,
 }
 
 impl ServerContext {
@@ -74,6 +77,7 @@ mod tests {
             registry: registry::SessionRegistry::default(),
             limits: crate::config::Limits::default(),
             access: crate::access::AccessControl::open(),
+            data_budget: budget::DataBudget::new(1 << 20),
         }
     }
 

@@ -256,6 +256,7 @@ impl Connection {
         let Some(t) = self.tasks.remove(&itt) else {
             return;
         };
+        self.held.retain(|&h| h != itt);
         if !t.gate_passed && !t.immediate {
             if let Some(o) = self.ordered.get_mut(&t.cmd_sn) {
                 *o = Ordered::Skip;

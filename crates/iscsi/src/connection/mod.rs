@@ -5,9 +5,16 @@
 //! Sans-IO: bytes in through [`Connection::handle_input`], events out through
 //! [`Connection::poll_event`], bytes out through [`Connection::poll_transmit`], time through
 //! [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
+//!
+//! Intake gate ([`Connection::set_intake_open`], `intake.rs`): the gateway closes it while
+//! its command data budget is used up. Input is still read and answered (NOP, task
+//! management, text, logout, Data-Out for solicited data); only new SCSI commands wait, in
+//! CmdSN order, no new R2T is sent and MaxCmdSN stops advancing, so a well-behaved initiator
+//! stops sending. Reopening delivers the held commands and announces the window.
 
 mod api;
 mod control;
+mod intake;
 mod scsi;
 mod write;
 
@@ -146,6 +153,16 @@ pub struct Connection {
     text: Option<TextState>,
     logout_itt: Option<u32>,
     closing: bool,
+    /// Intake gate (`intake.rs`): while false, ready commands wait in `held`, no R2T is
+    /// sent and MaxCmdSN does not advance.
+    intake_open: bool,
+    /// Commands ready for delivery while the intake was closed, in the order they became
+    /// ready (CmdSN order for ordered commands). Bounded by the CmdSN window plus the
+    /// immediate command limit, like every undelivered task.
+    held: VecDeque<u32>,
+    /// MaxCmdSN would have advanced while the intake was closed and no PDU has carried the
+    /// new value yet: reopening announces it.
+    window_held: bool,
 }
 
 impl Connection {
@@ -186,6 +203,9 @@ impl Connection {
             text: None,
             logout_itt: None,
             closing: false,
+            intake_open: true,
+            held: VecDeque::new(),
+            window_held: false,
         }
     }
 
@@ -199,12 +219,13 @@ impl Connection {
         self.session.as_ref()
     }
 
-    /// Bytes of write data buffers held for commands not yet delivered (data still being
-    /// received), so the gateway can count them against its memory budget.
+    /// Bytes of write data buffers held for commands not yet delivered (data being received
+    /// or waiting at a closed intake), so the gateway can count them against its memory
+    /// budget. A write whose data has not been solicited and is not arriving counts nothing.
     pub fn buffered_write_bytes(&self) -> usize {
         self.tasks
             .values()
-            .filter(|t| t.write_state.is_some())
+            .filter(|t| t.write_state.as_ref().is_some_and(|w| w.holds_data()))
             .map(|t| t.edtl as usize)
             .sum()
     }
@@ -443,8 +464,14 @@ impl Connection {
         }
         let free = self.limits.cmdsn_window.saturating_sub(self.in_use);
         let computed = self.exp_cmd_sn.wrapping_add(free).wrapping_sub(1);
-        if sn_lt(self.max_cmd_sn, computed) {
-            self.max_cmd_sn = computed;
+        if !self.intake_open {
+            // The window stays where it is while new commands are held.
+            self.window_held |= sn_lt(self.max_cmd_sn, computed);
+        } else {
+            self.window_held = false;
+            if sn_lt(self.max_cmd_sn, computed) {
+                self.max_cmd_sn = computed;
+            }
         }
         SnFields {
             stat_sn,

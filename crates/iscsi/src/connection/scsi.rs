@@ -142,8 +142,13 @@ impl Connection {
         }
     }
 
-    /// Sends as many R2Ts as the task may have outstanding.
+    /// Sends as many R2Ts as the task may have outstanding. None while the intake is
+    /// closed: write data is not solicited for commands that would be held anyway
+    /// (`intake.rs` sends them on reopening).
     pub(super) fn issue_r2ts(&mut self, itt: u32) {
+        if !self.intake_open {
+            return;
+        }
         let max_burst = self.params.max_burst_length;
         let max_out = self.params.max_outstanding_r2t;
         loop {
@@ -245,6 +250,7 @@ impl Connection {
             return;
         }
         task.delivered = true;
+        self.held.retain(|&h| h != itt);
         let response = CommandResponse {
             status: 0x02,
             sense: Some(sense),
@@ -253,7 +259,8 @@ impl Connection {
         self.complete_command(TaskId(itt), response, self.last_rx);
     }
 
-    /// Emits the command once it passed the CmdSN gate and all its data has arrived.
+    /// Emits the command once it passed the CmdSN gate and all its data has arrived; while
+    /// the intake is closed, a ready command is held instead (`intake.rs`).
     pub(super) fn try_deliver(&mut self, itt: u32) {
         let Some(task) = self.tasks.get_mut(&itt) else {
             return;
@@ -261,18 +268,28 @@ impl Connection {
         if !task.gate_passed || task.delivered {
             return;
         }
+        let ready = if task.too_large {
+            !task.too_large_unsol_open
+        } else {
+            match &task.write_state {
+                Some(w) => w.complete(),
+                None => true,
+            }
+        };
+        if !ready {
+            return;
+        }
+        if !self.intake_open {
+            if !self.held.contains(&itt) {
+                debug!(itt, cmd_sn = task.cmd_sn, "intake closed: command held");
+                self.held.push_back(itt);
+            }
+            return;
+        }
         let data_out = if task.too_large {
-            if task.too_large_unsol_open {
-                return;
-            }
             DataOut::TooLarge
-        } else if let Some(w) = task.write_state.as_mut() {
-            if !w.complete() {
-                return;
-            }
-            let b = w.take();
-            task.write_state = None;
-            DataOut::Complete(b)
+        } else if let Some(mut w) = task.write_state.take() {
+            DataOut::Complete(w.take())
         } else {
             DataOut::None
         };

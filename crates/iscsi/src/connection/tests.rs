@@ -1322,6 +1322,8 @@ enum Step {
     Complete(u32, u32, bool),
     Tmf(u32, u8),
     Tick(u64),
+    /// Opens or closes the intake gate.
+    Gate(bool),
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
@@ -1331,6 +1333,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         2 => (0u32..8, 0u32..5000, any::<bool>()).prop_map(|(a, b, c)| Step::Complete(a, b, c)),
         1 => (0u32..8, 0u8..8).prop_map(|(a, b)| Step::Tmf(a, b)),
         1 => (0u64..20).prop_map(Step::Tick),
+        1 => any::<bool>().prop_map(Step::Gate),
     ]
 }
 
@@ -1345,6 +1348,8 @@ proptest! {
             h.std_login();
         }
         for s in steps {
+            let closed_before = !h.c.intake_open;
+            let max_before = h.c.max_cmd_sn;
             match s {
                 Step::Pdu(p) => { let _ = h.feed(p); }
                 Step::Garbage(g) => {
@@ -1362,12 +1367,20 @@ proptest! {
                     h.c.complete_task_management(TmfId(itt), c[(code % 4) as usize], h.now)
                 }
                 Step::Tick(s) => { h.now += Duration::from_secs(s); h.c.handle_timeout(h.now); }
+                Step::Gate(open) => h.c.set_intake_open(open),
             }
-            let _ = h.events();
-            let mut parts = Vec::new();
-            while h.c.poll_transmit(&mut parts) {}
+            let events = h.events();
+            let out = h.out();
             prop_assert!(h.c.in_use <= 8);
             prop_assert!(h.c.ordered.len() <= 8);
+            prop_assert!(h.c.held.iter().all(|itt| h.c.tasks.get(itt).is_some_and(|t| !t.delivered)));
+            if h.c.intake_open {
+                prop_assert!(h.c.held.is_empty());
+            } else if closed_before {
+                prop_assert!(!events.iter().any(|e| matches!(e, Event::ScsiCommand(_))), "delivered while closed");
+                prop_assert!(!out.iter().any(|p| matches!(p, Pdu::R2t(_))), "R2T while closed");
+                prop_assert_eq!(h.c.max_cmd_sn, max_before, "MaxCmdSN advanced while closed");
+            }
         }
     }
 }
@@ -1512,4 +1525,208 @@ fn sendtargets_lists_only_what_the_policy_allows() {
         assert_eq!(pairs.len(), want, "{initiator}: {pairs:?}");
         assert!(pairs.iter().all(|p| !p.value.contains(":disk2")) || want == 4);
     }
+}
+
+fn tmf_pdu(itt: u32, function: u8, rtt: u32, cmd_sn: u32, ref_cmd_sn: u32) -> Pdu {
+    Pdu::TaskMgmtRequest(TaskMgmtRequest {
+        immediate: true,
+        function,
+        lun: 0,
+        itt,
+        rtt,
+        cmd_sn,
+        exp_stat_sn: 0,
+        ref_cmd_sn,
+        exp_data_sn: 0,
+    })
+}
+
+fn command_itts(ev: &[Event]) -> Vec<u32> {
+    ev.iter()
+        .map(|e| match e {
+            Event::ScsiCommand(c) => c.task.0,
+            other => panic!("expected only commands, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn closed_intake_holds_commands_but_answers_nop_and_task_management() {
+    let mut h = H::new(Limits {
+        cmdsn_window: 5,
+        ..Limits::default()
+    });
+    assert_eq!(h.std_login().sn.max_cmd_sn, 104);
+    let a = h.cmd(true, false, 512, Bytes::new(), true); // 100, runs before the gate closes
+    h.feed(Pdu::ScsiCommand(a.clone())).unwrap();
+    assert_eq!(h.only_command().task, TaskId(a.itt));
+
+    h.c.set_intake_open(false);
+    let b = h.cmd(true, false, 512, Bytes::new(), true); // 101
+    let c = h.cmd(true, false, 512, Bytes::new(), true); // 102
+    let d = h.cmd(true, false, 512, Bytes::new(), true); // 103
+    for x in [&c, &b, &d] {
+        h.feed(Pdu::ScsiCommand(x.clone())).unwrap();
+    }
+    assert!(h.events().is_empty(), "new commands are held");
+    assert!(h.out().is_empty());
+    assert!(h.c.intake_waiting());
+
+    // A NOP-Out ordered after the held commands is still answered.
+    let nop_sn = h.cmd_sn;
+    h.cmd_sn += 1;
+    h.feed(Pdu::NopOut(NopOut {
+        immediate: false,
+        lun: 0,
+        itt: 77,
+        ttt: RESERVED_TAG,
+        cmd_sn: nop_sn,
+        exp_stat_sn: 0,
+        data: Bytes::new(),
+    }))
+    .unwrap();
+    let out = h.out();
+    let [Pdu::NopIn(n)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(n.itt, 77);
+    assert_eq!(n.sn.exp_cmd_sn, 105);
+    assert_eq!(
+        n.sn.max_cmd_sn, 104,
+        "MaxCmdSN does not advance while closed"
+    );
+
+    // ABORT TASK for the running command goes to the gateway and is answered.
+    h.feed(tmf_pdu(500, 1, a.itt, h.cmd_sn, a.cmd_sn)).unwrap();
+    let ev = h.events();
+    let [Event::TaskManagement(t)] = ev.as_slice() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(t.referenced_task, Some(TaskId(a.itt)));
+    h.c.complete_task_management(t.id, TmfResponseCode::FunctionComplete, h.now);
+    // ABORT TASK for a held command is done here: it is never delivered.
+    h.feed(tmf_pdu(501, 1, c.itt, h.cmd_sn, c.cmd_sn)).unwrap();
+    assert!(h.events().is_empty());
+    let out = h.out();
+    let codes: Vec<(u32, u8, u32)> = out
+        .iter()
+        .map(|p| match p {
+            Pdu::TaskMgmtResponse(r) => (r.itt, r.response, r.sn.max_cmd_sn),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(codes, vec![(500, 0, 104), (501, 0, 104)]);
+
+    // Reopening delivers the rest in CmdSN order and announces the window.
+    h.c.set_intake_open(true);
+    assert!(!h.c.intake_waiting());
+    assert_eq!(command_itts(&h.events()), vec![b.itt, d.itt]);
+    let out = h.out();
+    let [Pdu::NopIn(n)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!((n.itt, n.ttt), (RESERVED_TAG, RESERVED_TAG));
+    assert_eq!(n.sn.exp_cmd_sn, 105);
+    assert_eq!(n.sn.max_cmd_sn, 107, "ExpCmdSN + 5 - 2 in use - 1");
+    // Announced once; the StatSN of the next response was not consumed by it.
+    h.c.set_intake_open(false);
+    h.c.set_intake_open(true);
+    assert!(h.out().is_empty());
+    h.c.complete_command(TaskId(b.itt), CommandResponse::default(), h.now);
+    let out = h.out();
+    let [Pdu::ScsiResponse(r)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r.sn.stat_sn, n.sn.stat_sn);
+}
+
+#[test]
+fn closed_intake_bounds_held_commands_by_the_window() {
+    let mut h = H::new(Limits {
+        cmdsn_window: 4,
+        ..Limits::default()
+    });
+    h.std_login();
+    h.c.set_intake_open(false);
+    let cmds: Vec<ScsiCommandPdu> = (0..6)
+        .map(|_| h.cmd(true, false, 512, Bytes::new(), true))
+        .collect();
+    for c in &cmds {
+        h.feed(Pdu::ScsiCommand(c.clone())).unwrap();
+    }
+    assert!(h.events().is_empty());
+    h.c.set_intake_open(true);
+    let itts: Vec<u32> = cmds.iter().take(4).map(|c| c.itt).collect();
+    assert_eq!(
+        command_itts(&h.events()),
+        itts,
+        "beyond MaxCmdSN commands are dropped, not queued"
+    );
+}
+
+#[test]
+fn closed_intake_holds_r2ts_but_takes_solicited_data() {
+    let mut h = H::new(Limits::default());
+    h.login(&[
+        "InitialR2T=Yes",
+        "ImmediateData=No",
+        "MaxRecvDataSegmentLength=8192",
+        "MaxBurstLength=262144",
+        "FirstBurstLength=65536",
+        "MaxOutstandingR2T=2",
+    ]);
+    h.c.set_intake_open(false);
+    let w = h.cmd(false, true, 8192, Bytes::new(), true);
+    h.feed(Pdu::ScsiCommand(w.clone())).unwrap();
+    assert!(h.out().is_empty(), "no R2T while closed");
+    assert_eq!(
+        h.c.buffered_write_bytes(),
+        0,
+        "nothing solicited, no buffer"
+    );
+    assert!(h.c.intake_waiting());
+    h.c.set_intake_open(true);
+    let out = h.out();
+    let [Pdu::R2t(r)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!((r.itt, r.buffer_offset, r.desired_length), (w.itt, 0, 8192));
+    assert_eq!(h.c.buffered_write_bytes(), 8192);
+
+    // The gate closes again before the data arrives: it is still taken, the command held.
+    h.c.set_intake_open(false);
+    let data = Bytes::from(vec![3u8; 8192]);
+    h.feed(H::data_out(w.itt, r.ttt, 0, 0, data.clone(), true))
+        .unwrap();
+    assert!(h.events().is_empty());
+    assert!(h.out().is_empty());
+    assert_eq!(h.c.buffered_write_bytes(), 8192);
+    h.c.set_intake_open(true);
+    let cmd = h.only_command();
+    assert_eq!(cmd.data_out, DataOut::Complete(data));
+    assert_eq!(h.c.buffered_write_bytes(), 0);
+}
+
+#[test]
+fn a_held_command_that_fails_leaves_the_queue() {
+    let mut h = H::new(Limits::default());
+    h.std_login();
+    h.c.set_intake_open(false);
+    let data = Bytes::from(vec![1u8; 512]);
+    let w = h.cmd(false, true, 512, data.clone(), true);
+    h.feed(Pdu::ScsiCommand(w.clone())).unwrap();
+    assert!(h.c.intake_waiting(), "complete write held");
+    // Unsolicited data after the F bit: the held command fails at once.
+    h.feed(H::data_out(w.itt, RESERVED_TAG, 0, 0, data, true))
+        .unwrap();
+    let out = h.out();
+    assert!(matches!(out.as_slice(), [Pdu::Reject(_), Pdu::ScsiResponse(r)] if r.status == 2));
+    assert!(h.c.held.is_empty());
+    assert!(
+        h.c.intake_waiting(),
+        "the slot it freed is a window still to announce"
+    );
+    h.c.set_intake_open(true);
+    assert!(h.events().is_empty());
+    assert!(matches!(h.out().as_slice(), [Pdu::NopIn(n)] if n.itt == RESERVED_TAG));
 }

@@ -122,6 +122,19 @@ impl WriteState {
         self.received += len;
     }
 
+    /// True once data for this write is held or on its way: some arrived, an R2T is
+    /// outstanding or unsolicited Data-Out may follow. Until then the write holds no buffer.
+    pub(crate) fn holds_data(&self) -> bool {
+        self.received > 0 || self.unsol_open || !self.r2ts.is_empty()
+    }
+
+    /// Whether [`WriteState::next_r2t`] would issue an R2T now.
+    pub(crate) fn wants_r2t(&self, max_outstanding: u32) -> bool {
+        !self.unsol_open
+            && self.next_r2t_offset < self.edtl
+            && (self.r2ts.len() as u32) < max_outstanding
+    }
+
     /// Number of R2Ts issued so far.
     pub(crate) fn r2t_count(&self) -> u32 {
         self.next_r2t_sn
