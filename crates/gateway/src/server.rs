@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::access::AccessControl;
 use crate::config::Config;
+use crate::net::buffers;
 use crate::net::connection::serve_connection;
 use crate::net::registry::SessionRegistry;
 use crate::net::targets::{TargetSet, MAX_TRANSFER_BYTES};
@@ -38,7 +39,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
     let workers = Arc::new(Workers::start(threads).context("cannot start the connection threads")?);
-    info!(threads, "connection threads started");
+    let buffer_cache = buffers::configure(config.limits.max_command_data, threads);
+    info!(
+        threads,
+        buffer_cache_per_thread = buffer_cache,
+        "connection threads started"
+    );
     let mut accept_tasks = Vec::new();
     for addr in &config.server.listen {
         let listener = TcpListener::bind(addr)

@@ -2,8 +2,10 @@
 //! targets' runtime state and the command executor.
 
 pub mod backlog;
+pub mod buffers;
 pub mod connection;
 pub mod exec;
+mod large_pdu;
 pub mod lun_gate;
 pub mod registry;
 pub mod targets;
