@@ -11,9 +11,10 @@
 //! (`pool`), and whatever exceeds a list's byte bound is unmapped, so it really returns to
 //! the kernel. Reuse also saves a read the zeroing and page faults of a fresh buffer.
 //!
-//! Used by `iscsi` (write data assembly) and the gateway's block layer (reads, aligned
-//! copies); both crates share the pool because a buffer allocated by one is freed by the
-//! other.
+//! Used by `iscsi` (write data assembly) and the gateway (reads and aligned copies in its
+//! block layer, large PDUs received in `net/large_pdu.rs`); both crates share the pool
+//! because a buffer allocated by one is freed by the other. How the per-thread bound is
+//! chosen and what it measured: the gateway's `net/buffers.rs` and ARCHITECTURE.md.
 
 mod buf;
 mod map;
