@@ -1,6 +1,7 @@
 //! The server: opens the LUNs, binds the portals, accepts connections on the control
 //! runtime and hands each to a connection thread (`net::workers`, thread per core), until
-//! shutdown is signalled.
+//! shutdown is signalled. It also sizes the buffer pool's per-thread free lists from the
+//! command data budget and the number of connection threads (`net/buffers.rs`).
 //!
 //! The connection cap (`[limits] max_connections`, all portals together) is enforced here,
 //! right after accept: a connection over the cap is closed at once, before any byte of it

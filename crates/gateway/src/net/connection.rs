@@ -2,7 +2,8 @@
 //! session's SCSI commands concurrently inside this one task (a `FuturesUnordered`, so a
 //! command costs no task spawn, channel or cross-thread wake-up), feeds completions, task
 //! management and timer ticks back, and writes what the protocol queues with vectored writes
-//! (headers and payload slices, no copies of the data).
+//! (headers and payload slices, no copies of the data). A large data PDU is received into a
+//! pooled aligned buffer of its own (`large_pdu.rs`) and handed to the protocol whole.
 //!
 //! Limits enforced here: the per-initiator session cap at login (status 0x0302), the
 //! outgoing backlog budget (`backlog.rs`), the gateway-wide command data budget

@@ -2,9 +2,10 @@
 //! ErrorRecoveryLevel=0): login, then full feature phase with CmdSN ordering and windowing,
 //! write data assembly, Data-In splitting, task management, NOP pings, text, logout.
 //!
-//! Sans-IO: bytes in through [`Connection::handle_input`], events out through
-//! [`Connection::poll_event`], bytes out through [`Connection::poll_transmit`], time through
-//! [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
+//! Sans-IO: bytes in through [`Connection::handle_input`] (or one whole PDU received
+//! elsewhere, e.g. into an aligned buffer, through [`Connection::handle_frame`]), events
+//! out through [`Connection::poll_event`], bytes out through [`Connection::poll_transmit`],
+//! time through [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
 
 mod api;
 mod control;
