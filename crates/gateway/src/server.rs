@@ -1,6 +1,7 @@
 //! The server: opens the LUNs, binds the portals, accepts connections on the control
 //! runtime and hands each to a connection thread (`net::workers`, thread per core), until
-//! shutdown is signalled.
+//! shutdown is signalled. It also sizes the buffer pool's per-thread free lists from the
+//! command data budget and the number of connection threads (`net/buffers.rs`).
 //!
 //! The connection cap (`[limits] max_connections`, all portals together) is enforced here,
 //! right after accept: a connection over the cap is closed at once, before any byte of it
@@ -20,6 +21,7 @@ use tracing::{info, warn};
 use crate::access::AccessControl;
 use crate::config::Config;
 use crate::net::budget::DataBudget;
+use crate::net::buffers;
 use crate::net::connection::serve_connection;
 use crate::net::registry::SessionRegistry;
 use crate::net::targets::{TargetSet, MAX_TRANSFER_BYTES};
@@ -40,7 +42,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
     let workers = Arc::new(Workers::start(threads).context("cannot start the connection threads")?);
-    info!(threads, "connection threads started");
+    let buffer_cache = buffers::configure(config.limits.max_command_data, threads);
+    info!(
+        threads,
+        buffer_cache_per_thread = buffer_cache,
+        "connection threads started"
+    );
     let mut accept_tasks = Vec::new();
     for addr in &config.server.listen {
         let listener = TcpListener::bind(addr)

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::aligned::AlignedBuf;
 use super::engine::{Engine, Op, WriteData};
 use super::error::{BlockError, IoFailure};
 use super::sys;
+use super::AlignedBuf;
 
 /// Whether to use O_DIRECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -337,14 +337,19 @@ impl BlockDevice {
             .map_err(IoFailure::from_io)
     }
 
-    /// Reads `len` bytes at `offset` into a fresh aligned buffer, returned without copying.
+    /// Reads `len` bytes at `offset` into a pooled aligned buffer, returned without copying
+    /// (the buffer goes back to the pool when the last `Bytes` of it is dropped).
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, IoFailure> {
         self.check(offset, u64::from(len), false)?;
         if len == 0 {
             return Ok(Bytes::new());
         }
+        // A recycled buffer, not zeroed: the engine replies with it only once reads filled
+        // all `len` bytes (a short read is resubmitted for the rest; end of file or an
+        // error fails the operation and the buffer is dropped unread, see
+        // `RingCore::complete`), so no byte of an earlier command can reach the initiator.
         let op = Op::Read {
-            buf: AlignedBuf::zeroed(len as usize),
+            buf: AlignedBuf::for_overwrite(len as usize),
             done: 0,
         };
         let fd = self.inner.read_fd.as_ref().unwrap_or(&self.inner.fd);

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use io_uring::{opcode, types, IoUring};
 use tokio::sync::oneshot;
 
-use super::aligned::AlignedBuf;
+use super::AlignedBuf;
 
 /// user_data of the eventfd read; request slots use their index.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -444,6 +444,9 @@ impl RingCore {
         let n = res as usize;
         match &mut req.op {
             Op::Read { buf, done } => {
+                // Read buffers are recycled without zeroing (`BlockDevice::read`): a read
+                // replies with its buffer only once `done` covers all of it; every other
+                // outcome drops the buffer unread.
                 if n == 0 && *done < buf.len() {
                     // End of file inside the device range: the backing shrank.
                     finish(req, Err(io::Error::from_raw_os_error(libc::EIO)));

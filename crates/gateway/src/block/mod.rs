@@ -5,8 +5,11 @@
 //! anything reaches the kernel, and classifies failures into [`IoFailure`] so the SCSI
 //! layer can map them to sense data. Opening is exclusive: `O_EXCL` for block devices and
 //! an advisory `flock` for files, so two gateways cannot write one backing store.
+//!
+//! Buffers are [`AlignedBuf`]s from the `bufpool` crate: 4096-aligned, recycled through
+//! bounded per-thread free lists (shared with the `iscsi` crate, which assembles write data
+//! in them).
 
-mod aligned;
 mod device;
 mod engine;
 mod error;
@@ -14,7 +17,7 @@ mod local;
 mod props;
 mod sys;
 
-pub use aligned::{AlignedBuf, BUF_ALIGN};
+pub use bufpool::{AlignedBuf, BUF_ALIGN};
 pub use device::{BlockDevice, DirectMode, Extent, OpenOptions};
 pub use engine::{Engine, EngineConfig};
 pub use error::{BlockError, IoFailure};

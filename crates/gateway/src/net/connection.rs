@@ -2,7 +2,8 @@
 //! session's SCSI commands concurrently inside this one task (a `FuturesUnordered`, so a
 //! command costs no task spawn, channel or cross-thread wake-up), feeds completions, task
 //! management and timer ticks back, and writes what the protocol queues with vectored writes
-//! (headers and payload slices, no copies of the data).
+//! (headers and payload slices, no copies of the data). A large data PDU is received into a
+//! pooled aligned buffer of its own (`large_pdu.rs`) and handed to the protocol whole.
 //!
 //! Limits enforced here: the per-initiator session cap at login (status 0x0302), the
 //! outgoing backlog budget (`backlog.rs`), the gateway-wide command data budget
@@ -21,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use iscsi::{
@@ -40,6 +41,7 @@ use crate::block::{ring_scope, LocalRing};
 use crate::net::backlog::{Backlog, Reservation};
 use crate::net::budget::{DataBudget, DataReservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
+use crate::net::large_pdu::LargePdu;
 use crate::net::registry::{Control, Registration};
 use crate::net::targets::RELATIVE_PORT_ID;
 use crate::net::ServerContext;
@@ -181,6 +183,8 @@ async fn serve(
     let mut written: Vec<Reservation> = Vec::new();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    // A large data PDU being received outside `inbuf` (`large_pdu.rs`).
+    let mut large: Option<LargePdu> = None;
     let mut out: Vec<Bytes> = Vec::new();
     let mut session: Option<Session> = None;
     let mut in_flight: HashMap<TaskId, InFlight> = HashMap::new();
@@ -209,11 +213,18 @@ async fn serve(
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            r = read_some(&mut sock, &mut inbuf, conn.session()) => match r {
+            r = read_some(&mut sock, &mut inbuf, &mut large, conn.session()) => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx, peer };
-                    if let Err(e) = conn.handle_input(&mut inbuf, &policy, now()) {
+                    // A finished large PDU is the next in the stream (the input buffer was
+                    // empty when it started), so it goes first.
+                    let result = match large.take_if(|p| p.is_complete()) {
+                        Some(pdu) => conn.handle_frame(pdu.into_frame(), &policy, now()),
+                        None => Ok(()),
+                    }
+                    .and_then(|()| conn.handle_input(&mut inbuf, &policy, now()));
+                    if let Err(e) = result {
                         warn!(%peer, error = %e, "dropping connection");
                         while conn.poll_transmit(&mut out) {}
                         let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut sock, &mut out)).await;
@@ -539,55 +550,23 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Reads what the socket has. While a SCSI Command or Data-Out with a large data segment
-/// is arriving, only the rest of that PDU is read, into a buffer where its data segment
-/// starts 4096-aligned: the write data then goes to O_DIRECT as received, with no copy.
+/// is arriving, only the rest of that PDU is read, into a pooled buffer where its data
+/// segment starts 4096-aligned (`large_pdu.rs`): the write data then goes to O_DIRECT as
+/// received, with no copy.
 async fn read_some(
     sock: &mut TcpStream,
     buf: &mut BytesMut,
+    large: &mut Option<LargePdu>,
     session: Option<&SessionInfo>,
 ) -> std::io::Result<usize> {
-    if let Some(rest) = session.and_then(|s| align_payload(buf, s)) {
-        let mut limited = (&mut *buf).limit(rest);
-        return sock.read_buf(&mut limited).await;
+    if large.is_none() {
+        *large = session.and_then(|s| LargePdu::start(buf, s));
+    }
+    if let Some(pdu) = large {
+        return pdu.read(sock).await;
     }
     buf.reserve(READ_CHUNK);
     sock.read_buf(buf).await
-}
-
-/// Alignment of received data segments (what O_DIRECT needs for any block size).
-const DATA_ALIGN: usize = 4096;
-/// Smaller data segments are not worth a buffer of their own.
-const ALIGN_MIN_SEGMENT: usize = 4096;
-
-/// When `buf` (which starts at a PDU boundary) holds the start of a SCSI Command or
-/// Data-Out whose data segment is at least [`ALIGN_MIN_SEGMENT`] and not complete, makes
-/// sure the segment starts [`DATA_ALIGN`]-aligned (moving what arrived to a fresh buffer
-/// of the PDU's size) and returns how many bytes of the PDU are still missing.
-fn align_payload(buf: &mut BytesMut, s: &SessionInfo) -> Option<usize> {
-    let h = buf.get(..iscsi::pdu::BHS_LEN)?;
-    let opcode = h[0] & 0x3f;
-    if opcode != iscsi::pdu::opcode::SCSI_COMMAND && opcode != iscsi::pdu::opcode::DATA_OUT {
-        return None;
-    }
-    let dsl = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
-    if dsl < ALIGN_MIN_SEGMENT || dsl > s.params.target_max_recv_data_segment_length as usize {
-        return None;
-    }
-    let data_at =
-        iscsi::pdu::BHS_LEN + h[4] as usize * 4 + if s.params.header_digest { 4 } else { 0 };
-    let total = data_at + dsl.next_multiple_of(4) + if s.params.data_digest { 4 } else { 0 };
-    if buf.len() >= total {
-        return None;
-    }
-    if !(buf.as_ptr() as usize + data_at).is_multiple_of(DATA_ALIGN) {
-        let mut fresh = BytesMut::with_capacity(total + DATA_ALIGN);
-        let skip = (fresh.as_ptr() as usize + data_at).wrapping_neg() % DATA_ALIGN;
-        fresh.resize(skip, 0);
-        fresh.advance(skip);
-        fresh.extend_from_slice(buf);
-        *buf = fresh;
-    }
-    Some(total - buf.len())
 }
 
 /// Writes every buffer in `out` (vectored), leaving it empty.

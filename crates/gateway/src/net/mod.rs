@@ -3,8 +3,10 @@
 
 pub mod backlog;
 pub mod budget;
+pub mod buffers;
 pub mod connection;
 pub mod exec;
+mod large_pdu;
 pub mod lun_gate;
 pub mod registry;
 pub mod targets;

@@ -2,9 +2,10 @@
 //! ErrorRecoveryLevel=0): login, then full feature phase with CmdSN ordering and windowing,
 //! write data assembly, Data-In splitting, task management, NOP pings, text, logout.
 //!
-//! Sans-IO: bytes in through [`Connection::handle_input`], events out through
-//! [`Connection::poll_event`], bytes out through [`Connection::poll_transmit`], time through
-//! [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
+//! Sans-IO: bytes in through [`Connection::handle_input`] (or one whole PDU received
+//! elsewhere, e.g. into an aligned buffer, through [`Connection::handle_frame`]), events
+//! out through [`Connection::poll_event`], bytes out through [`Connection::poll_transmit`],
+//! time through [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
 //!
 //! Intake gate ([`Connection::set_intake_open`], `intake.rs`): the gateway closes it while
 //! its command data budget is used up. Input is still read and answered (NOP, task
@@ -34,8 +35,9 @@ use crate::config::{Limits, LoginPolicy, ServerConfig, SessionInfo, SessionParam
 use crate::login::auth::Authenticator;
 use crate::login::{Login, LoginStep};
 use crate::pdu::{
-    next_pdu, reject_reason, AsyncMessage, Bhs, Disposition, FrameConfig, LoginRequest,
-    LoginResponse, LogoutRequest, NopOut, Pdu, Reject, SnFields, TaskMgmtRequest, TextRequest,
+    decode_frame, frame_len, next_pdu, reject_reason, AsyncMessage, Bhs, Disposition, FrameConfig,
+    FrameError, LoginRequest, LoginResponse, LogoutRequest, NopOut, Pdu, Reject, SnFields,
+    TaskMgmtRequest, TextRequest,
 };
 use write::WriteState;
 
@@ -264,41 +266,90 @@ impl Connection {
         now: Instant,
     ) -> Result<(), ConnectionError> {
         loop {
-            if self.is_closed() {
-                return Ok(());
-            }
-            if self.reactive_queued > MAX_REACTIVE_QUEUED {
-                warn!("closing: initiator does not read responses");
-                self.phase = Phase::Closed;
-                return Err(ConnectionError::TransmitBacklog);
+            if let Some(stop) = self.input_stop() {
+                return stop;
             }
             let pdu = match next_pdu(buf, &self.frame) {
-                Ok(Some(p)) => p,
+                Ok(Some(p)) => Ok(p),
                 Ok(None) => return Ok(()),
-                Err(e) => match e.disposition() {
-                    Disposition::Reject { reason, header }
-                        if matches!(self.phase, Phase::FullFeature) =>
-                    {
-                        warn!(error = %e, "rejecting PDU");
-                        self.last_rx = now;
-                        self.reject(reason, header);
-                        continue;
-                    }
-                    _ => {
-                        warn!(error = %e, "fatal framing error, closing connection");
-                        self.phase = Phase::Closed;
-                        return Err(e.into());
-                    }
-                },
+                Err(e) => Err(e),
             };
-            self.last_rx = now;
-            trace!(pdu = %crate::pdu::PduSummary(&pdu), "rx");
-            if let Err(e) = self.dispatch(pdu, policy, now) {
-                warn!(error = %e, "closing connection");
-                self.phase = Phase::Closed;
-                return Err(e);
-            }
+            self.accept(pdu, policy, now)?;
         }
+    }
+
+    /// Consumes one complete PDU that was received outside `handle_input`'s buffer: the
+    /// gateway reads a large data segment straight into an aligned buffer of its own. Must
+    /// be the next PDU of the stream (nothing left unconsumed in the `handle_input` buffer).
+    /// Errors as for [`Connection::handle_input`].
+    pub fn handle_frame(
+        &mut self,
+        frame: Bytes,
+        policy: &dyn LoginPolicy,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        if let Some(stop) = self.input_stop() {
+            return stop;
+        }
+        let pdu = match frame_len(&frame, &self.frame) {
+            Ok(Some(n)) if n == frame.len() => decode_frame(frame, &self.frame),
+            Ok(_) => {
+                self.phase = Phase::Closed;
+                return Err(ConnectionError::Protocol("frame is not one whole PDU"));
+            }
+            Err(e) => Err(e),
+        };
+        self.accept(pdu, policy, now)
+    }
+
+    /// Why no more input is taken, if so: closed (Ok), or the initiator does not read its
+    /// responses (fatal).
+    fn input_stop(&mut self) -> Option<Result<(), ConnectionError>> {
+        if self.is_closed() {
+            return Some(Ok(()));
+        }
+        if self.reactive_queued > MAX_REACTIVE_QUEUED {
+            warn!("closing: initiator does not read responses");
+            self.phase = Phase::Closed;
+            return Some(Err(ConnectionError::TransmitBacklog));
+        }
+        None
+    }
+
+    /// Handles one framed PDU, or its framing error: Reject in full feature phase when the
+    /// error allows it, else fatal.
+    fn accept(
+        &mut self,
+        pdu: Result<Pdu, FrameError>,
+        policy: &dyn LoginPolicy,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        let pdu = match pdu {
+            Ok(p) => p,
+            Err(e) => match e.disposition() {
+                Disposition::Reject { reason, header }
+                    if matches!(self.phase, Phase::FullFeature) =>
+                {
+                    warn!(error = %e, "rejecting PDU");
+                    self.last_rx = now;
+                    self.reject(reason, header);
+                    return Ok(());
+                }
+                _ => {
+                    warn!(error = %e, "fatal framing error, closing connection");
+                    self.phase = Phase::Closed;
+                    return Err(e.into());
+                }
+            },
+        };
+        self.last_rx = now;
+        trace!(pdu = %crate::pdu::PduSummary(&pdu), "rx");
+        if let Err(e) = self.dispatch(pdu, policy, now) {
+            warn!(error = %e, "closing connection");
+            self.phase = Phase::Closed;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn dispatch(

@@ -1730,3 +1730,37 @@ fn a_held_command_that_fails_leaves_the_queue() {
     assert!(h.events().is_empty());
     assert!(matches!(h.out().as_slice(), [Pdu::NopIn(n)] if n.itt == RESERVED_TAG));
 }
+
+/// `handle_frame` takes a whole PDU received outside the input buffer (the gateway's
+/// aligned receive of large data segments) exactly as `handle_input` would, rejects a
+/// corrupt data digest, and refuses something that is not one whole PDU.
+#[test]
+fn handle_frame_takes_one_whole_pdu() {
+    let mut h = H::new(Limits::default());
+    h.login(&["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"]);
+    let payload = Bytes::from((0..8192u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
+    let c = h.cmd(false, true, 8192, payload.clone(), true);
+    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
+    h.c.handle_frame(wire, &Allow, h.now).unwrap();
+    let cmd = h.only_command();
+    assert_eq!(cmd.data_out, DataOut::Complete(payload.clone()));
+
+    let c = h.cmd(false, true, 8192, payload.clone(), true);
+    let mut bad = BytesMut::from(&Pdu::ScsiCommand(c).to_bytes(true, true)[..]);
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    h.c.handle_frame(bad.freeze(), &Allow, h.now).unwrap();
+    let out = h.out();
+    assert!(
+        matches!(out.as_slice(), [Pdu::Reject(Reject { reason: 2, .. })]),
+        "{out:?}"
+    );
+
+    let c = h.cmd(false, true, 8192, payload, true);
+    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
+    assert!(h
+        .c
+        .handle_frame(wire.slice(..wire.len() - 4), &Allow, h.now)
+        .is_err());
+    assert!(h.c.is_closed());
+}

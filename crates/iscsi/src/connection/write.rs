@@ -1,8 +1,14 @@
 //! Write data assembly for one task: immediate data, unsolicited Data-Out up to
 //! FirstBurstLength, then R2T-solicited bursts. Validates DataSN, BufferOffset, TTT and
 //! bounds for each Data-Out and tracks which R2Ts are outstanding.
+//!
+//! Data that arrives in more than one piece is assembled in a pooled 4096-aligned buffer
+//! (`bufpool`), so the gateway hands it to O_DIRECT as it is. That buffer is taken with
+//! `AlignedBuf::for_overwrite` (a recycled buffer may hold an earlier command's data) and
+//! is handed out only once every byte of it was written: see [`WriteState::take`].
 
-use bytes::{Bytes, BytesMut};
+use bufpool::AlignedBuf;
+use bytes::Bytes;
 
 use crate::pdu::ScsiDataOut;
 
@@ -66,7 +72,10 @@ pub(crate) struct WriteState {
     edtl: u32,
     /// Whole payload when it arrived in one piece (zero-copy path).
     single: Option<Bytes>,
-    buf: BytesMut,
+    /// Assembly buffer of `edtl` bytes once data arrived in pieces.
+    buf: Option<AlignedBuf>,
+    /// Bytes stored so far; each offset is stored at most once (offsets are checked to
+    /// continue their sequence), so `received == edtl` means every byte was written.
     received: u32,
     unsol_open: bool,
     unsol_next_offset: u32,
@@ -85,7 +94,7 @@ impl WriteState {
         let mut w = WriteState {
             edtl,
             single: None,
-            buf: BytesMut::new(),
+            buf: None,
             received: 0,
             unsol_open: unsolicited,
             unsol_next_offset: imm,
@@ -106,16 +115,19 @@ impl WriteState {
         if offset == 0 && len == self.edtl && self.received == 0 {
             self.single = Some(data.clone());
         } else {
-            if self.buf.len() < self.edtl as usize {
-                self.buf = aligned_zeroed(self.edtl as usize);
-            }
+            let edtl = self.edtl as usize;
+            // Not zeroed: `take` hands it out only when every byte was stored.
+            let buf = self
+                .buf
+                .get_or_insert_with(|| AlignedBuf::for_overwrite(edtl));
+            let buf = buf.as_mut_slice();
             if let Some(s) = self.single.take() {
-                if let Some(dst) = self.buf.get_mut(..s.len()) {
+                if let Some(dst) = buf.get_mut(..s.len()) {
                     dst.copy_from_slice(&s);
                 }
             }
             let (o, e) = (offset as usize, (offset + len) as usize);
-            if let Some(dst) = self.buf.get_mut(o..e) {
+            if let Some(dst) = buf.get_mut(o..e) {
                 dst.copy_from_slice(data);
             }
         }
@@ -145,11 +157,27 @@ impl WriteState {
         !self.unsol_open && self.r2ts.is_empty() && self.next_r2t_offset >= self.edtl
     }
 
-    /// The assembled payload (EDTL bytes).
+    /// The assembled payload (EDTL bytes); called once [`WriteState::complete`].
+    ///
+    /// Complete means every byte of the (recycled, not zeroed) assembly buffer was
+    /// written: immediate data covers `[0, imm)`, unsolicited Data-Out continue it without
+    /// gaps (offset checked) up to the final one, and R2Ts cover the rest back to back
+    /// (`next_r2t_offset` reaches EDTL), each removed only when its data arrived in full and
+    /// in order. Should that ever not hold (`received < edtl`), the buffer is zeroed rather
+    /// than let an earlier command's bytes through.
     pub(crate) fn take(&mut self) -> Bytes {
-        match self.single.take() {
-            Some(b) => b,
-            None => std::mem::take(&mut self.buf).freeze(),
+        if let Some(b) = self.single.take() {
+            return b;
+        }
+        match self.buf.take() {
+            Some(mut buf) => {
+                if self.received < self.edtl {
+                    debug_assert!(false, "write data taken before all of it arrived");
+                    buf.as_mut_slice().fill(0);
+                }
+                Bytes::from_owner(buf)
+            }
+            None => Bytes::new(),
         }
     }
 
@@ -249,20 +277,6 @@ impl WriteState {
     }
 }
 
-/// Alignment of assembled write data: what O_DIRECT needs for any logical block size, so
-/// the gateway can hand the buffer to the kernel as it is instead of copying it again.
-pub(crate) const ASSEMBLY_ALIGN: usize = 4096;
-
-/// `len` zeroed bytes whose first byte is [`ASSEMBLY_ALIGN`]-aligned (the allocation has up
-/// to `ASSEMBLY_ALIGN - 1` bytes of slack in front, which the returned buffer skips).
-fn aligned_zeroed(len: usize) -> BytesMut {
-    let mut b = BytesMut::zeroed(len + ASSEMBLY_ALIGN - 1);
-    let skip = (b.as_ptr() as usize).wrapping_neg() % ASSEMBLY_ALIGN;
-    let _ = b.split_to(skip);
-    b.truncate(len);
-    b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,10 +362,41 @@ mod tests {
             assert!(w.complete());
             let data = w.take();
             assert_eq!(data.len(), edtl as usize);
-            assert_eq!(data.as_ptr() as usize % ASSEMBLY_ALIGN, 0);
+            assert_eq!(data.as_ptr() as usize % bufpool::BUF_ALIGN, 0);
             assert_eq!(&data[..512], &[1u8; 512][..]);
             assert!(data[512..].iter().all(|&b| b == 2));
         }
+    }
+
+    #[test]
+    fn recycled_assembly_buffer_shows_no_stale_bytes() {
+        let edtl = 128u32 << 10;
+        // Leave a dirty buffer of the assembly's size class on this thread's free list.
+        let mut stale = AlignedBuf::for_overwrite(edtl as usize);
+        stale.as_mut_slice().fill(0xee);
+        let stale_ptr = stale.as_mut_ptr() as usize;
+        drop(stale);
+        let mut w = WriteState::new(edtl, Bytes::from(vec![1u8; 4096]), true, 65536);
+        w.accept(&dout(0xffff_ffff, 0, 4096, &vec![2u8; 65536 - 4096], true))
+            .unwrap();
+        let r2t = w.next_r2t(32768, 2, 9).unwrap();
+        w.accept(&dout(9, 0, r2t.offset, &vec![3u8; r2t.len as usize], true))
+            .unwrap();
+        let r2t = w.next_r2t(32768, 2, 10).unwrap();
+        w.accept(&dout(10, 0, r2t.offset, &vec![4u8; r2t.len as usize], true))
+            .unwrap();
+        assert!(w.complete());
+        let data = w.take();
+        assert_eq!(
+            data.as_ptr() as usize,
+            stale_ptr,
+            "the dirty buffer was reused"
+        );
+        assert_eq!(data.len(), edtl as usize);
+        assert!(
+            data.iter().all(|&b| (1..=4).contains(&b)),
+            "stale bytes leaked"
+        );
     }
 
     #[test]
