@@ -9,10 +9,15 @@
 //! outgoing backlog budget (`backlog.rs`), the gateway-wide command data budget
 //! (`budget.rs`, `limits.max_command_data`) and the write timeout (`[limits]`).
 //!
-//! The socket is always read. The data budget gates only the protocol's intake of new
-//! commands (`iscsi::Connection::set_intake_open`), re-evaluated after every event: NOP-Outs,
-//! task management, logouts and solicited Data-Out keep flowing while the budget is used up.
-//! A connection whose intake waits is woken when another connection frees budget.
+//! The data budget gates the protocol's intake of new commands
+//! (`iscsi::Connection::set_intake_open`), re-evaluated after every event, and the socket is
+//! still read: NOP-Outs, task management, logouts and solicited Data-Out keep flowing while
+//! the budget is used up. One exception bounds memory: an initiator may still push the
+//! immediate and unsolicited data of commands its window already allowed, which the protocol
+//! has to buffer while they wait; once that reaches [`HELD_DATA_READ_CAP`] the connection
+//! stops reading until the gate reopens (those bytes then wait in the kernel's socket
+//! buffer, and so does anything sent after them). A connection whose intake waits is woken
+//! when another connection frees budget.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,6 +53,10 @@ use crate::net::ServerContext;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 256 * 1024;
+/// Write data the protocol may buffer for commands held at the closed intake gate before
+/// the connection stops reading (see the module docs): with 32 sessions pushing 128 KiB
+/// writes into their windows it is what keeps the gateway's memory near the data budget.
+const HELD_DATA_READ_CAP: usize = 256 * 1024;
 /// SQ size of a connection's own io_uring (more operations wait in its queue).
 const RING_ENTRIES: u32 = 128;
 
@@ -210,10 +219,11 @@ async fn serve(
             break "closed by protocol".to_owned();
         }
         let intake_waiting = conn.intake_waiting();
+        let read_paused = intake_waiting && conn.buffered_write_bytes() >= HELD_DATA_READ_CAP;
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            r = read_some(&mut sock, &mut inbuf, &mut large, conn.session()) => match r {
+            r = read_some(&mut sock, &mut inbuf, &mut large, conn.session()), if !read_paused => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx, peer };
