@@ -99,8 +99,10 @@ step_install() {
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "not root or no apt-get: not installing; checking tools only"
   else
-    # iputils-arping: gratuitous ARP when the failover suite moves its floating IP
-    local pkgs=(libiscsi-bin sg3-utils iproute2 python3 coreutils systemd strace drbd-utils util-linux resource-agents iptables e2fsprogs iputils-arping) missing=() p v
+    # iputils-arping: gratuitous ARP when the failover suite moves its floating IP; kmod:
+    # modprobe, which the Filesystem resource agent (deploy step) requires and resource-agents
+    # does not pull in
+    local pkgs=(libiscsi-bin sg3-utils iproute2 python3 coreutils systemd strace drbd-utils util-linux resource-agents iptables e2fsprogs iputils-arping kmod) missing=() p v
     [ "$TARGET_KIND" = tgt ] && pkgs+=(tgt)
     for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     # qemu-utils may be a newer backport than qemu-block-extra (the iscsi driver): pin both to
