@@ -104,7 +104,9 @@ step_install() {
     # does not pull in
     local pkgs=(libiscsi-bin sg3-utils iproute2 python3 coreutils systemd strace drbd-utils util-linux resource-agents iptables e2fsprogs iputils-arping kmod) missing=() p v
     [ "$TARGET_KIND" = tgt ] && pkgs+=(tgt)
-    for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    for p in "${pkgs[@]}"; do
+      [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
+    done
     # qemu-utils may be a newer backport than qemu-block-extra (the iscsi driver): pin both to
     # the version apt offers for qemu-block-extra, so the module loads.
     v=$(apt-cache policy qemu-block-extra 2>/dev/null | sed -n 's/^ *Candidate: //p')
