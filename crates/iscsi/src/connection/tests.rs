@@ -782,20 +782,7 @@ fn tmf_abort_flow() {
     let c = h.cmd(true, false, 512, Bytes::new(), true);
     h.feed(Pdu::ScsiCommand(c.clone())).unwrap();
     h.only_command();
-    let tmf = |itt, function, rtt, cmd_sn, ref_cmd_sn| {
-        Pdu::TaskMgmtRequest(TaskMgmtRequest {
-            immediate: true,
-            function,
-            lun: 0,
-            itt,
-            rtt,
-            cmd_sn,
-            exp_stat_sn: 0,
-            ref_cmd_sn,
-            exp_data_sn: 0,
-        })
-    };
-    h.feed(tmf(500, 1, c.itt, h.cmd_sn, c.cmd_sn)).unwrap();
+    h.feed(tmf_pdu(500, 1, c.itt, h.cmd_sn, c.cmd_sn)).unwrap();
     let ev = h.events();
     let [Event::TaskManagement(t)] = ev.as_slice() else {
         panic!("{ev:?}")
@@ -817,7 +804,7 @@ fn tmf_abort_flow() {
 
     // abort of a task that has not arrived yet (RefCmdSN inside the window)
     let late = h.cmd(true, false, 0, Bytes::new(), true);
-    h.feed(tmf(501, 1, late.itt, h.cmd_sn, late.cmd_sn))
+    h.feed(tmf_pdu(501, 1, late.itt, h.cmd_sn, late.cmd_sn))
         .unwrap();
     let out = h.out();
     let [Pdu::TaskMgmtResponse(r)] = out.as_slice() else {
@@ -833,7 +820,7 @@ fn tmf_abort_flow() {
     assert!(h.events().is_empty(), "aborted command is not executed");
 
     // abort of an old, finished task
-    h.feed(tmf(502, 1, 12345, h.cmd_sn, 1)).unwrap();
+    h.feed(tmf_pdu(502, 1, 12345, h.cmd_sn, 1)).unwrap();
     let out = h.out();
     let [Pdu::TaskMgmtResponse(r)] = out.as_slice() else {
         panic!()
@@ -841,7 +828,7 @@ fn tmf_abort_flow() {
     assert_eq!(r.response, 1);
 
     // LUN reset goes to the gateway; task reassign is refused locally
-    h.feed(tmf(503, 5, RESERVED_TAG, h.cmd_sn, 0)).unwrap();
+    h.feed(tmf_pdu(503, 5, RESERVED_TAG, h.cmd_sn, 0)).unwrap();
     let ev = h.events();
     assert!(matches!(
         ev.as_slice(),
@@ -851,7 +838,7 @@ fn tmf_abort_flow() {
         })]
     ));
     h.c.complete_task_management(TmfId(503), TmfResponseCode::LunDoesNotExist, h.now);
-    h.feed(tmf(504, 8, 1, h.cmd_sn, 0)).unwrap();
+    h.feed(tmf_pdu(504, 8, 1, h.cmd_sn, 0)).unwrap();
     let out = h.out();
     let codes: Vec<u8> = out
         .iter()
