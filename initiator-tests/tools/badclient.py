@@ -908,14 +908,9 @@ def run_budget_stall(args):
         nop = "none" if t is None else f"{t - t_nop:.3f}"
         w.poll(1.0)
         tur_early, _ = w.wait_for(OP_SCSI_RSP, tur_itt, 0)
-        tmf_itt = conn.next_itt()
-        b = bytearray(bhs(OP_TMF_REQ, 0x80 | 0x01, 0, itt=tmf_itt, immediate=True))
-        b[20:24] = struct.pack(">I", write_itt)
-        b[24:28] = struct.pack(">I", conn.cmdsn)
-        b[28:32] = struct.pack(">I", conn.statsn)
-        b[32:36] = struct.pack(">I", write_sn)
+        tmf_itt, tmf_pdu = abort_task_pdu(conn, write_itt, write_sn)
         t_tmf = time.monotonic() - w.t0
-        conn.send(bytes(b))
+        conn.send(tmf_pdu)
         t, h = w.wait_for(OP_TMF_RSP, tmf_itt, args.bound)
         tmf = "none" if t is None else f"{h[2]:#04x}/{t - t_tmf:.3f}"
         t, h = w.wait_for(OP_SCSI_RSP, tur_itt, args.bound)
