@@ -19,6 +19,7 @@
 
 use bufpool::AlignedBuf;
 use bytes::{Bytes, BytesMut};
+use iscsi::pdu::{frame_layout, Bhs, FrameConfig, BHS_LEN};
 use iscsi::SessionInfo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -45,19 +46,19 @@ impl LargePdu {
     /// arrived, moves those bytes into a pooled buffer (leaving `buf` empty) and returns
     /// the PDU to finish.
     pub(crate) fn start(buf: &mut BytesMut, s: &SessionInfo) -> Option<LargePdu> {
-        let h = buf.get(..iscsi::pdu::BHS_LEN)?;
-        let opcode = h[0] & 0x3f;
+        let mut h = Bhs::default();
+        h.0.copy_from_slice(buf.get(..BHS_LEN)?);
+        let opcode = h.opcode();
         if opcode != iscsi::pdu::opcode::SCSI_COMMAND && opcode != iscsi::pdu::opcode::DATA_OUT {
             return None;
         }
-        let dsl = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+        let cfg = FrameConfig::for_session(s);
+        let dsl = h.data_segment_len() as usize;
         // Over the limit: left to the framing code, which refuses it.
-        if dsl < MIN_SEGMENT || dsl > s.params.target_max_recv_data_segment_length as usize {
+        if dsl < MIN_SEGMENT || dsl > cfg.max_recv_data_segment_length as usize {
             return None;
         }
-        let data_at =
-            iscsi::pdu::BHS_LEN + h[4] as usize * 4 + if s.params.header_digest { 4 } else { 0 };
-        let total = data_at + dsl.next_multiple_of(4) + if s.params.data_digest { 4 } else { 0 };
+        let (data_at, total) = frame_layout(&h, &cfg);
         let have = buf.len();
         if have >= total {
             return None;

@@ -493,11 +493,7 @@ impl Connection {
                 .map(|t| t.name.clone())
                 .collect();
             self.params = s.params.clone();
-            self.frame = FrameConfig {
-                header_digest: s.params.header_digest,
-                data_digest: s.params.data_digest,
-                max_recv_data_segment_length: s.params.target_max_recv_data_segment_length,
-            };
+            self.frame = FrameConfig::for_session(&s);
             self.phase = Phase::FullFeature;
             self.session = Some(s.clone());
             self.last_rx = now;

@@ -19,6 +19,18 @@ pub struct FrameConfig {
     pub max_recv_data_segment_length: u32,
 }
 
+impl FrameConfig {
+    /// The framing of a session's full feature phase: its negotiated digests and our
+    /// MaxRecvDataSegmentLength.
+    pub fn for_session(s: &crate::SessionInfo) -> Self {
+        FrameConfig {
+            header_digest: s.params.header_digest,
+            data_digest: s.params.data_digest,
+            max_recv_data_segment_length: s.params.target_max_recv_data_segment_length,
+        }
+    }
+}
+
 impl Default for FrameConfig {
     fn default() -> Self {
         FrameConfig {
@@ -95,9 +107,7 @@ pub fn frame_len(buf: &[u8], cfg: &FrameConfig) -> Result<Option<usize>, FrameEr
             max: cfg.max_recv_data_segment_length,
         });
     }
-    let ahs = h.total_ahs_words() as usize * 4;
-    let head = BHS_LEN + ahs;
-    let hd = if cfg.header_digest { 4 } else { 0 };
+    let head = BHS_LEN + h.total_ahs_words() as usize * 4;
     if cfg.header_digest {
         if let Some(d) = buf.get(head..head + 4) {
             let got = digest::from_wire([d[0], d[1], d[2], d[3]]);
@@ -107,10 +117,19 @@ pub fn frame_len(buf: &[u8], cfg: &FrameConfig) -> Result<Option<usize>, FrameEr
             }
         }
     }
-    let dsl = dsl as usize;
-    let dd = if cfg.data_digest && dsl > 0 { 4 } else { 0 };
-    let total = head + hd + dsl + pad_len(dsl) + dd;
+    let (_, total) = frame_layout(&h, cfg);
     Ok((buf.len() >= total).then_some(total))
+}
+
+/// Where the data segment of the PDU with header `h` starts (after BHS, AHS and header
+/// digest) and the PDU's total length (padded data segment and data digest included).
+/// Does not check the data segment limit: [`frame_len`] does.
+pub fn frame_layout(h: &Bhs, cfg: &FrameConfig) -> (usize, usize) {
+    let hd = if cfg.header_digest { 4 } else { 0 };
+    let data_at = BHS_LEN + h.total_ahs_words() as usize * 4 + hd;
+    let dsl = h.data_segment_len() as usize;
+    let dd = if cfg.data_digest && dsl > 0 { 4 } else { 0 };
+    (data_at, data_at + dsl + pad_len(dsl) + dd)
 }
 
 /// Decodes one complete frame (exactly the bytes [`frame_len`] reported).
