@@ -198,7 +198,7 @@ async fn serve(
     let mut session: Option<Session> = None;
     let mut in_flight: HashMap<TaskId, InFlight> = HashMap::new();
     // Wakes this task when budget is released on any thread; renewed each time the intake
-    // gate is evaluated (below), so no release after an evaluation is missed.
+    // gate is found closed (below), so no release after that evaluation is missed.
     let mut freed = std::pin::pin!(budget.freed());
     debug!(%peer, "connection accepted");
 
@@ -290,9 +290,15 @@ async fn serve(
         // delivered command takes its share (and hands its write data over from the
         // protocol's buffers to its own reservation).
         loop {
-            freed.set(budget.freed());
             assembling.set(conn.buffered_write_bytes());
-            conn.set_intake_open(budget.admits(in_flight.len()));
+            let mut open = budget.admits(in_flight.len());
+            if !open {
+                // Arm the wake-up first, then look again: a release between the two checks
+                // then still wakes this task. Only a closing gate pays for it.
+                freed.set(budget.freed());
+                open = budget.admits(in_flight.len());
+            }
+            conn.set_intake_open(open);
             let Some(ev) = conn.poll_event() else { break };
             handle_event(
                 ev,
