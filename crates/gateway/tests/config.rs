@@ -202,6 +202,7 @@ fn lun_flag_parsing() {
             size: Some(1 << 30),
             serial: None,
             read_cache: None,
+            direct: None,
         }
     );
     assert_eq!(
@@ -211,6 +212,7 @@ fn lun_flag_parsing() {
             size: None,
             serial: Some("ABC".into()),
             read_cache: None,
+            direct: None,
         }
     );
     assert_eq!(
@@ -221,6 +223,17 @@ fn lun_flag_parsing() {
         parse_lun_flag("/x,read_cache=off").unwrap().read_cache,
         Some(false)
     );
+    assert_eq!(
+        parse_lun_flag("/x,direct=off").unwrap().direct,
+        Some(DirectMode::Off)
+    );
+    assert_eq!(
+        parse_lun_flag("/x,direct=on,read_cache=on").unwrap().direct,
+        Some(DirectMode::On)
+    );
+    assert!(parse_lun_flag("/x,direct=sometimes")
+        .unwrap_err()
+        .contains("auto, on or off"));
     assert!(parse_lun_flag("/x,read_cache=maybe")
         .unwrap_err()
         .contains("on or off"));

@@ -1,11 +1,13 @@
 //! The quick command-line flags of `serve` (`--listen`, `--iqn`, `--lun PATH[,size=..]`,
 //! `--advertise`, `--data-dir`) turned into a [`Config`] through the same validation as a
-//! file. `--lun` values are `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off]`; LUN
-//! numbers are 0, 1, ...
-//! in flag order. Without `--lun` the embedded default LUN `<data_dir>/lun0.img` (1 GiB)
+//! file. `--lun` values are
+//! `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off][,direct=auto|on|off]`; LUN
+//! numbers are 0, 1, ... in flag order. Without `--lun` the embedded default LUN `<data_dir>/lun0.img` (1 GiB)
 //! is used; without `--iqn` the default target name.
 
 use std::path::PathBuf;
+
+use crate::block::DirectMode;
 
 use super::raw::{RawConfig, RawLun, RawServer, RawTarget};
 use super::size::{parse_size, RawSize};
@@ -30,9 +32,18 @@ pub struct LunFlag {
     pub size: Option<u64>,
     pub serial: Option<String>,
     pub read_cache: Option<bool>,
+    pub direct: Option<DirectMode>,
 }
 
-/// Parses `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off]`.
+fn parse_on_off(whole: &str, key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("`{whole}`: {key} is on or off, not `{v}`")),
+    }
+}
+
+/// Parses `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off][,direct=auto|on|off]`.
 pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
     let mut parts = s.split(',');
     let path = parts.next().unwrap_or("");
@@ -44,6 +55,7 @@ pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
         size: None,
         serial: None,
         read_cache: None,
+        direct: None,
     };
     for p in parts {
         match p.split_once('=') {
@@ -51,16 +63,18 @@ pub fn parse_lun_flag(s: &str) -> Result<LunFlag, String> {
                 flag.size = Some(parse_size(v).map_err(|m| format!("`{s}`: size {m}"))?)
             }
             Some(("serial", v)) => flag.serial = Some(v.to_string()),
-            Some(("read_cache", v)) => {
-                flag.read_cache = Some(match v {
-                    "on" | "true" => true,
-                    "off" | "false" => false,
-                    _ => return Err(format!("`{s}`: read_cache is on or off, not `{v}`")),
+            Some(("read_cache", v)) => flag.read_cache = Some(parse_on_off(s, "read_cache", v)?),
+            Some(("direct", v)) => {
+                flag.direct = Some(match v {
+                    "auto" => DirectMode::Auto,
+                    "on" | "true" => DirectMode::On,
+                    "off" | "false" => DirectMode::Off,
+                    _ => return Err(format!("`{s}`: direct is auto, on or off, not `{v}`")),
                 })
             }
             _ => {
                 return Err(format!(
-                    "`{s}`: unknown option `{p}` (expected size=SIZE, serial=SERIAL or read_cache=on|off)"
+                    "`{s}`: unknown option `{p}` (expected size=SIZE, serial=SERIAL, read_cache=on|off or direct=auto|on|off)"
                 ))
             }
         }
@@ -93,6 +107,7 @@ impl Config {
                 size: f.size.map(RawSize::Bytes),
                 serial: f.serial,
                 read_cache: f.read_cache,
+                direct: f.direct,
                 ..RawLun::default()
             });
         }
