@@ -14,7 +14,10 @@
 #    one exits;
 #  - read cache on a block device (root, a loop device): pages of the device cached before the
 #    gateway opened it, stale because the data underneath changed (as when another DRBD node
-#    wrote while this one was Secondary), are not served.
+#    wrote while this one was Secondary), are not served;
+#  - direct=off (buffered, write-back) on that loop device: stale pages are not served either,
+#    a plain write is acknowledged from the page cache, SYNCHRONIZE CACHE and FUA writes reach
+#    the device below (the loop device's backing file), and a clean stop flushes.
 set -uo pipefail
 source "$(dirname "$0")/../lib/suite.sh"
 if [ "$TARGET_KIND" != gateway ]; then
@@ -248,6 +251,54 @@ else
       timeout "$T" qemu-io -f raw -c 'read -P 0x42 0 4096' "iscsi://127.0.0.1:$PORT_R/$IQN/0"
     kill -TERM "$R"
     wait_for 10 bash -c "! kill -0 $R" || fail "gateway $R did not exit"
+
+    echo "-- direct=off on a block device: stale pages dropped, writes acknowledged from the page cache, flushes reach the device"
+    # Stale page again (0x43 cached, 0x44 underneath), now for buffered reads and writes.
+    python3 -c "import os; f=os.open('$LOOPDEV', os.O_WRONLY); os.pwrite(f, b'\x43'*4096, 0); os.fsync(f); os.close(f)"
+    head -c 4096 "$LOOPDEV" >/dev/null
+    python3 -c "import os; f=os.open('$W/rc.img', os.O_WRONLY); os.pwrite(f, b'\x44'*4096, 0); os.fsync(f); os.close(f)"
+    stale=$(head -c 1 "$LOOPDEV" | od -An -tx1 | tr -d ' ')
+    [ "$stale" = 43 ] || fail "setup: expected a stale 0x43 in the device's page cache, read 0x$stale"
+    "$GATEWAY_BIN" serve --listen "127.0.0.1:$PORT_R" --iqn "$IQN" --lun "$LOOPDEV,direct=off" \
+      --data-dir "$W/rc-data" --log-level info >"$SUITE_LOG_DIR/gateway-wb.log" 2>&1 &
+    R=$!
+    PIDS+=("$R")
+    echo "$R gateway $PORT_R" >>"$SUITE_LOG_DIR/target.pids"
+    wait_for 10 port_listening "$PORT_R" || fail "direct=off gateway did not listen"
+    URL_WB="iscsi://127.0.0.1:$PORT_R/$IQN/0"
+    check "direct=off on $LOOPDEV: iSCSI reads the new data (0x44), not the cached page" \
+      timeout "$T" qemu-io -f raw -c 'read -P 0x44 0 4096' "$URL_WB"
+    # What the device below has (the loop device's backing file), one byte at OFFSET.
+    below() { od -An -tx1 -j "$1" -N 1 "$W/rc.img" | tr -d ' '; }
+    # qemu-io defaults to write-through (a flush after every write): `-t writeback` sends only
+    # the flushes asked for. It also flushes when it closes the image; `abort` ends it without
+    # that (no core dump wanted; stdbuf, since abort loses buffered output).
+    wb_write() { # QEMU-IO-COMMANDS...: runs them, then aborts; true when every write completed
+      local args=() c n=0
+      for c in "$@"; do args+=(-c "$c"); [[ $c == write* ]] && n=$((n + 1)); done
+      local out
+      out=$(ulimit -c 0; timeout "$T" stdbuf -oL qemu-io -t writeback -f raw "${args[@]}" -c abort "$URL_WB" 2>&1)
+      [ "$(grep -c '^wrote 4096/4096' <<<"$out")" = "$n" ]
+    }
+    wb_write 'write -P 0x61 64k 4k' || fail "direct=off: write of 0x61 not acknowledged"
+    [ "$(below 65536)" = 00 ] && ok "direct=off: an acknowledged write without FUA or flush is still only in the page cache (write-back)" \
+      || fail "direct=off: the device below already has 0x$(below 65536) after a plain write: not write-back"
+    check "direct=off: iSCSI reads the acknowledged write (0x61) back" \
+      timeout "$T" qemu-io -f raw -c 'read -P 0x61 64k 4k' "$URL_WB"
+    wb_write 'write -P 0x62 128k 4k' 'flush' 'write -P 0x65 320k 4k' || fail "direct=off: writes around the flush not acknowledged"
+    [ "$(below 131072)" = 62 ] && [ "$(below 65536)" = 61 ] \
+      && ok "direct=off: SYNCHRONIZE CACHE wrote every earlier write to the device below (0x61, 0x62)" \
+      || fail "direct=off: after SYNCHRONIZE CACHE the device below has 0x$(below 65536)/0x$(below 131072), not 61/62"
+    wb_write 'write -f -P 0x63 192k 4k' || fail "direct=off: FUA write not acknowledged"
+    [ "$(below 196608)" = 63 ] && ok "direct=off: a FUA write is on the device below when acknowledged" \
+      || fail "direct=off: FUA write acknowledged but the device below has 0x$(below 196608)"
+    wb_write 'write -P 0x64 256k 4k' || fail "direct=off: write of 0x64 not acknowledged"
+    [ "$(below 262144)" = 00 ] || fail "direct=off: 0x64 reached the device below before any flush"
+    # A clean stop flushes: the device stays open here (fd 9), so its last close cannot.
+    kill -TERM "$R"
+    wait_for 10 bash -c "! kill -0 $R" || fail "gateway $R did not exit"
+    [ "$(below 262144)" = 64 ] && ok "direct=off: a clean stop flushed the acknowledged write (0x64) to the device below" \
+      || fail "direct=off: after a clean stop the device below has 0x$(below 262144), not 64"
     exec 9<&-
   fi
 fi

@@ -82,6 +82,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     for t in accept_tasks {
         let _ = t.await;
     }
+    // Nothing acknowledged stays in a volatile cache of this node (`direct = off` LUNs
+    // acknowledge writes from the page cache) when a takeover node opens the device.
+    let failed = ctx.targets.flush_all(SHUTDOWN_FLUSH).await;
+    if failed == 0 {
+        info!("devices flushed");
+    }
     // Ends the connection threads (cancelling what still runs there).
     drop(workers);
     Ok(())
@@ -89,6 +95,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
 
 /// Longest wait at shutdown for connections to finish their goodbyes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Longest wait at shutdown for each device's flush.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 
 async fn accept_loop(
     listener: TcpListener,

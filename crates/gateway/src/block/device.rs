@@ -26,7 +26,10 @@ pub enum DirectMode {
     Auto,
     /// O_DIRECT or fail to open.
     On,
-    /// Buffered I/O through the page cache.
+    /// Buffered I/O through the page cache: writes are acknowledged from it (the LUN
+    /// reports a volatile write cache, so initiators flush what must be durable), reads
+    /// are served from it. For a block device, what the page cache held from before the
+    /// open is dropped.
     Off,
 }
 
@@ -221,6 +224,11 @@ impl BlockDevice {
                     tracing::warn!(path = %path.display(), have, want, "backing file is larger than the configured size; using the file size");
                 }
             }
+        }
+        if is_bdev && !direct {
+            // Buffered I/O serves reads from the page cache: drop what an earlier holder
+            // left there (see `open_read_cache`).
+            sys::drop_page_cache(fd).map_err(io_err)?;
         }
         let read_fd = if opts.read_cache && direct {
             Some(Arc::new(open_read_cache(path, is_bdev).map_err(io_err)?))

@@ -256,8 +256,35 @@ async fn stop_serving(backend: &LunBackend, drain: Duration) -> Option<bool> {
     let drained = tokio::time::timeout(drain, backend.gate.write())
         .await
         .is_ok();
+    if drained {
+        flush_before_close(&dev.device, drain).await;
+    }
     drop(dev);
     Some(drained)
+}
+
+/// Makes every acknowledged write durable (fdatasync) before the device is let go, waiting
+/// at most `limit` (a device that lost its disk or quorum may never answer). With
+/// `direct = off` acknowledged writes may sit in this node's page cache, which a failover
+/// to another node loses; with O_DIRECT it empties the device's volatile cache. Initiators
+/// flush what they need to be durable anyway (the LUN reports its write cache); this makes
+/// a clean stop leave nothing behind even when they did not. Returns whether it succeeded,
+/// and logs when it did not.
+pub async fn flush_before_close(dev: &BlockDevice, limit: Duration) -> bool {
+    if dev.is_read_only() {
+        return true;
+    }
+    match tokio::time::timeout(limit, dev.flush()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            error!(path = %dev.path().display(), error = %e, "flush before closing the device failed; writes not flushed by the initiator may be lost");
+            false
+        }
+        Err(_) => {
+            error!(path = %dev.path().display(), limit_secs = limit.as_secs(), "flush before closing the device did not finish in time; writes not flushed by the initiator may be lost");
+            false
+        }
+    }
 }
 
 /// Opens the device of a DRBD LUN and starts serving it: checks the geometry against the

@@ -17,7 +17,7 @@ use crate::config::{Config, LunSpec, TargetSpec};
 use crate::drbd::state::Verdict;
 use crate::drbd::watcher;
 use crate::net::exec::{LunBackend, TargetRuntime};
-use crate::net::lun_gate::{follow_drbd, open_waiting};
+use crate::net::lun_gate::{flush_before_close, follow_drbd, open_waiting};
 use crate::state::PrStore;
 
 /// Relative target port id of the single portal group this gateway exposes. The same on
@@ -88,6 +88,22 @@ impl TargetSet {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<TargetRuntime>> {
         self.targets.values()
+    }
+
+    /// Flushes every served LUN (see [`flush_before_close`]), each bounded by `limit`, all
+    /// at once; used at shutdown once the sessions have ended. Returns how many failed.
+    pub async fn flush_all(&self, limit: Duration) -> usize {
+        let devices: Vec<_> = self
+            .targets
+            .values()
+            .flat_map(|t| t.backends.values())
+            .filter_map(|b| b.slot.current())
+            .collect();
+        let results = futures_util::future::join_all(
+            devices.iter().map(|d| flush_before_close(&d.device, limit)),
+        )
+        .await;
+        results.iter().filter(|ok| !**ok).count()
     }
 }
 
