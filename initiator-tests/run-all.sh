@@ -206,7 +206,7 @@ for s in "${ALL_STEPS[@]}"; do
 done
 printf '%-22s %-8s %8s\n' total "" "$TOTAL"
 for s in libiscsi-compliance; do
-  [ -f "$LOG_DIR/$s.log" ] && grep -h "^libiscsi-compliance: passed=" "$LOG_DIR/$s.log"
+  [ -f "$LOG_DIR/$s.log" ] && grep -h "^libiscsi-compliance (.*): passed=" "$LOG_DIR/$s.log"
 done
 if [ "$failed" -gt 0 ]; then
   echo "FAILED: $failed step(s); logs kept in $LOG_DIR"

@@ -8,7 +8,8 @@
 #    when READ CAPACITY(16) reports LBPRZ=1);
 #  - qemu-img convert of a random 64 MiB raw image onto LUN 1, qemu-img compare against the image
 #    and the backing file; qemu-img compare of LUN 0 (iscsi) against its backing file;
-#  - a LUN with read_cache=on: overwrites, zeroing and discard of cached data read back new data.
+#  - a LUN with read_cache=on: overwrites, zeroing and discard of cached data read back new data;
+#  - a LUN with direct=off (write-back): the same, plus unaligned overwrites, flush and FUA writes.
 set -uo pipefail
 source "$(dirname "$0")/../lib/suite.sh"
 need qemu-io qemu-img iscsi-readcapacity16
@@ -125,5 +126,22 @@ qio "read cache: write zeroes and discard of cached data read back zeros" "$UC" 
   "read -P 0x21 $((512 * K)) $((128 * K))" "write -z $((512 * K)) $((64 * K))" \
   "read -P 0 $((512 * K)) $((64 * K))" "discard $((576 * K)) $((64 * K))" "read -P 0 $((576 * K)) $((64 * K))"
 check "read cache: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UC" "${TARGET_BACKING[0]}"
+check "target still running" target_alive
+
+echo "-- write-back (a LUN with direct=off: reads and writes via the page cache, WCE=1)"
+target_stop
+GATEWAY_LUN_SUFFIX=",size=64M,direct=off" target_start 1 64M || exit 1
+UW=$(target_url 0)
+check "the gateway logged the LUN with direct=false and write_cache=true" \
+  bash -c "grep -E 'direct[^ ]*=[^ ]*false' '$TARGET_LOG' | grep -qE 'write_cache[^ ]*=[^ ]*true'"
+qio "write-back: overwrites, unaligned and across 1 MiB, read back" "$UW" \
+  "write -P 0x31 0 $((2 * M))" "write -P 0x32 $((M - 1536)) 3584" "write -P 0x33 $((3 * M)) 8M" \
+  "read -P 0x31 0 $((M - 1536))" "read -P 0x32 $((M - 1536)) 3584" "read -P 0x31 $((M + 2048)) $((M - 2048))" \
+  "read -P 0x33 $((3 * M)) 8M" "read -P 0 $((2 * M)) $M"
+qio "write-back: flush, FUA write, write zeroes and discard read back" "$UW" \
+  "flush" "write -f -P 0x34 $((12 * M)) 4096" "read -P 0x34 $((12 * M)) 4096" \
+  "write -z $((512 * K)) $((64 * K))" "read -P 0 $((512 * K)) $((64 * K))" \
+  "discard $((576 * K)) $((64 * K))" "read -P 0 $((576 * K)) $((64 * K))"
+check "write-back: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UW" "${TARGET_BACKING[0]}"
 check "target still running" target_alive
 checks_summary "qemu ($(suite_elapsed)s)"
