@@ -260,14 +260,14 @@ impl Connection {
         if let Some(old) = self.tasks.insert(task.itt, task) {
             // Callers check the ITT is free; keep the count right regardless.
             debug_assert!(false, "task {} inserted twice", old.itt);
-            self.buffered -= old.buffered_bytes();
+            self.buffered = self.buffered.saturating_sub(old.buffered_bytes());
         }
     }
 
     /// Removes a task, no longer counting its write data.
     fn remove_task(&mut self, itt: u32) -> Option<Task> {
         let t = self.tasks.remove(&itt)?;
-        self.buffered -= t.buffered_bytes();
+        self.buffered = self.buffered.saturating_sub(t.buffered_bytes());
         Some(t)
     }
 
@@ -276,12 +276,14 @@ impl Connection {
         let t = self.tasks.get_mut(&itt)?;
         let before = t.buffered_bytes();
         let r = f(t);
-        self.buffered = self.buffered - before + t.buffered_bytes();
+        self.buffered = self.buffered.saturating_sub(before) + t.buffered_bytes();
         Some(r)
     }
 
     /// Debug builds: the counter equals the walk over the tasks. Called from the public
-    /// entry points, so unit tests catch a change of write state that bypassed it.
+    /// entry points, so unit tests catch a change of write state that bypassed it. (The
+    /// updates saturate, so a release build with such a bug could undercount, never wrap to
+    /// a huge value that would close every connection's intake.)
     fn check_buffered(&self) {
         #[cfg(debug_assertions)]
         {
