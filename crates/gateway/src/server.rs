@@ -42,7 +42,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
     let workers = Arc::new(Workers::start(threads).context("cannot start the connection threads")?);
-    let buffer_cache = buffers::configure(config.limits.max_command_data, threads);
+    let buffer_cache = buffers::configure(&config.limits, threads);
     info!(
         threads,
         buffer_cache_per_thread = buffer_cache,

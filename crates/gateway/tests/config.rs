@@ -39,6 +39,9 @@ max_burst_length = 262144
 first_burst_length = 65536
 immediate_data = false
 
+[limits]
+buffer_cache_per_thread = "4M"
+
 [[target]]
 iqn = "IQN.2024-01.Org.Example:Storage"
 alias = "shared storage"
@@ -76,6 +79,7 @@ read_only = false
     assert_eq!(c.iscsi.max_burst_length, 262144);
     assert!(!c.iscsi.immediate_data);
     assert_eq!(c.iscsi.cmdsn_window, 128);
+    assert_eq!(c.limits.buffer_cache_per_thread, Some(4 << 20));
     let t = &c.targets[0];
     assert_eq!(t.iqn, "iqn.2024-01.org.example:storage");
     assert_eq!(t.tpgt, 2);
@@ -104,6 +108,44 @@ read_only = false
     let out = c.to_toml();
     assert!(out.contains(&l5.serial), "{out}");
     assert!(out.contains("6001405aaaaaaaaaaaaaaaaaaaaaaaaa"), "{out}");
+    assert!(out.contains("buffer_cache_per_thread = 4194304"), "{out}");
+}
+
+#[test]
+fn buffer_cache_per_thread() {
+    let d = tempfile::tempdir().unwrap();
+    let with_limits = |limits: &str| format!("[limits]\n{limits}\n{}", with_lun(d.path(), ""));
+    let c = Config::from_toml_str(&with_limits(""), "t.toml").unwrap();
+    assert_eq!(
+        c.limits.buffer_cache_per_thread, None,
+        "unset: derived at start"
+    );
+    assert!(!c.to_toml().contains("buffer_cache_per_thread"));
+    let c = Config::from_toml_str(&with_limits("buffer_cache_per_thread = 0"), "t.toml").unwrap();
+    assert_eq!(
+        c.limits.buffer_cache_per_thread,
+        Some(0),
+        "0 = keep no idle buffers"
+    );
+    let c =
+        Config::from_toml_str(&with_limits("buffer_cache_per_thread = \"1G\""), "t.toml").unwrap();
+    assert_eq!(c.limits.buffer_cache_per_thread, Some(1 << 30));
+    for (value, want) in [
+        (
+            "\"2G\"",
+            "limits.buffer_cache_per_thread: 2147483648 is outside 0..=1073741824",
+        ),
+        (
+            "\"12X\"",
+            "limits.buffer_cache_per_thread: `12X`: unknown unit",
+        ),
+        // Not a size at all: serde names the line (as for every size key).
+        ("-1", "t.toml:2:"),
+    ] {
+        let msg = err(&with_limits(&format!("buffer_cache_per_thread = {value}")));
+        assert!(msg.contains(want), "want `{want}` in `{msg}`");
+        assert!(!msg.contains('\n'), "multi-line message: {msg}");
+    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //!
 //! Worst-case memory for responses is `max_connections * max_outgoing_backlog` (4 GiB with
 //! the defaults); command data held in memory (write payloads, read buffers) by all
-//! connections together is bounded by `max_command_data`.
+//! connections together is bounded by `max_command_data`; idle pooled buffers kept for
+//! reuse by each connection thread by `buffer_cache_per_thread`.
 
 use serde::Serialize;
 
@@ -32,7 +33,18 @@ pub struct Limits {
     /// Seconds a peer may take to accept queued responses before it is dropped, 1..=3600,
     /// default 30.
     pub write_timeout_secs: u32,
+    /// Idle bytes each connection thread keeps in its buffer pool's free lists for reuse
+    /// (`net/buffers.rs`), 0..=1 GiB; 0 keeps none (a buffer is unmapped when dropped).
+    /// Unset (the default): half of `max_command_data` split over the connection threads,
+    /// within 1-16 MiB per thread. The `GATEWAY_BUF_CACHE_KIB` environment variable, an A/B
+    /// knob for benchmarks, overrides both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_cache_per_thread: Option<u64>,
 }
+
+/// Largest `buffer_cache_per_thread`: idle memory per thread beyond it serves no purpose
+/// (the command data of all connections is bounded by `max_command_data` anyway).
+pub const MAX_BUFFER_CACHE_PER_THREAD: u64 = 1 << 30;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -42,6 +54,7 @@ impl Default for Limits {
             max_outgoing_backlog: 32 << 20,
             max_command_data: 48 << 20,
             write_timeout_secs: 30,
+            buffer_cache_per_thread: None,
         }
     }
 }
@@ -77,6 +90,16 @@ pub(super) fn resolve_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             .bytes()
             .map_err(|m| ConfigError::invalid("limits.max_command_data", m))?,
     };
+    let buffer_cache = match raw.buffer_cache_per_thread {
+        None => None,
+        Some(s) => Some(range(
+            "buffer_cache_per_thread",
+            s.bytes()
+                .map_err(|m| ConfigError::invalid("limits.buffer_cache_per_thread", m))?,
+            0,
+            MAX_BUFFER_CACHE_PER_THREAD,
+        )?),
+    };
     Ok(Limits {
         max_connections: range(
             "max_connections",
@@ -99,6 +122,7 @@ pub(super) fn resolve_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             1,
             3600,
         )?,
+        buffer_cache_per_thread: buffer_cache,
     })
 }
 
@@ -124,8 +148,10 @@ mod tests {
             max_outgoing_backlog: Some(RawSize::Text("4M".into())),
             max_command_data: Some(RawSize::Text("2G".into())),
             write_timeout_secs: Some(5),
+            buffer_cache_per_thread: Some(RawSize::Text("2M".into())),
         })
         .unwrap();
+        assert_eq!(l.buffer_cache_per_thread, Some(2 << 20));
         assert_eq!(
             (
                 l.max_connections,
@@ -166,5 +192,33 @@ mod tests {
             }),
             "limits.write_timeout_secs: 0 is outside 1..=3600"
         );
+        assert_eq!(
+            bad(RawLimits {
+                buffer_cache_per_thread: Some(RawSize::Text("2G".into())),
+                ..RawLimits::default()
+            }),
+            "limits.buffer_cache_per_thread: 2147483648 is outside 0..=1073741824"
+        );
+        assert!(bad(RawLimits {
+            buffer_cache_per_thread: Some(RawSize::Text("-1".into())),
+            ..RawLimits::default()
+        })
+        .starts_with("limits.buffer_cache_per_thread: `-1`"));
+    }
+
+    #[test]
+    fn buffer_cache_per_thread_is_optional_and_zero_allowed() {
+        let with = |v: Option<RawSize>| {
+            resolve_limits(RawLimits {
+                buffer_cache_per_thread: v,
+                ..RawLimits::default()
+            })
+            .unwrap()
+            .buffer_cache_per_thread
+        };
+        assert_eq!(with(None), None, "unset: derived at start");
+        assert_eq!(with(Some(RawSize::Bytes(0))), Some(0), "0 = cache nothing");
+        assert_eq!(with(Some(RawSize::Text("1G".into()))), Some(1 << 30));
+        assert_eq!(with(Some(RawSize::Text("512K".into()))), Some(512 << 10));
     }
 }

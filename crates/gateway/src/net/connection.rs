@@ -184,7 +184,8 @@ async fn serve(
     let mut conn = Connection::new(config, std::time::Instant::now());
     let mut running: Running = FuturesUnordered::new();
     let budget = ctx.data_budget.clone();
-    // Write data the protocol is still assembling or holding, counted against the budget.
+    // Write data the protocol is still assembling or holding, and a large PDU being
+    // received, counted against the budget (`assembling_bytes`).
     let mut assembling = budget.reserve(0);
     let backlog = Backlog::new(ctx.limits.max_outgoing_backlog);
     let write_timeout = Duration::from_secs(u64::from(ctx.limits.write_timeout_secs));
@@ -290,7 +291,7 @@ async fn serve(
         // delivered command takes its share (and hands its write data over from the
         // protocol's buffers to its own reservation).
         loop {
-            assembling.set(conn.buffered_write_bytes());
+            assembling.set(assembling_bytes(&conn, large.as_ref()));
             let mut open = budget.admits(in_flight.len());
             if !open {
                 // Arm the wake-up first, then look again: a release between the two checks
@@ -324,6 +325,18 @@ async fn serve(
     } else {
         debug!(%peer, reason = %end, "connection ended");
     }
+}
+
+/// Write data this connection buffers outside its running commands, for its `assembling`
+/// share of the data budget: what the protocol is assembling or holding
+/// (`buffered_write_bytes`) and the buffer of a large PDU being received. A finished large
+/// PDU is taken out of `large` in the same step that hands it to the protocol, so its bytes
+/// count in one place or the other, never both. While a Data-Out for a write is received,
+/// the write's own count (its EDTL, data on its way) and the PDU's buffer both count: at
+/// most one PDU per connection too much, and the memory really is both buffers for a moment
+/// when the data is copied into an assembly buffer.
+pub(crate) fn assembling_bytes(conn: &Connection, large: Option<&LargePdu>) -> usize {
+    conn.buffered_write_bytes() + large.map_or(0, LargePdu::buffered_bytes)
 }
 
 #[allow(clippy::too_many_arguments)]

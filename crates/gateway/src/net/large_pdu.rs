@@ -16,6 +16,11 @@
 //! command's bytes: [`LargePdu::into_frame`] exposes only the PDU's own `total` bytes, and
 //! is called only once all of them were received (`filled == total`); the alignment slack
 //! in front is never part of the frame.
+//!
+//! Data budget: while a PDU is being received its buffer ([`LargePdu::buffered_bytes`])
+//! counts in the connection's `assembling` reservation (`connection.rs`); once it is handed
+//! to the protocol it is no longer counted here but as the protocol's buffered write data
+//! or a delivered command's reservation.
 
 use bufpool::AlignedBuf;
 use bytes::{Bytes, BytesMut};
@@ -89,6 +94,11 @@ impl LargePdu {
         let n = sock.read(rest).await?;
         self.filled += n;
         Ok(n)
+    }
+
+    /// Bytes of the buffer this PDU holds (alignment slack included), for the data budget.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.skip + self.total
     }
 
     /// True once the whole PDU is in the buffer.

@@ -217,15 +217,7 @@ impl Connection {
         info!(reason = l.reason, "logout requested");
         self.events.push_back(Event::Logout { reason: l.reason });
         // Tasks the gateway never saw cannot complete any more.
-        let undelivered: Vec<u32> = self
-            .tasks
-            .values()
-            .filter(|t| !t.delivered)
-            .map(|t| t.itt)
-            .collect();
-        for itt in undelivered {
-            self.drop_task(itt);
-        }
+        self.drop_undelivered();
         self.logout_itt = Some(l.itt);
         self.maybe_finish_logout();
     }
@@ -248,12 +240,26 @@ impl Connection {
             false,
         );
         info!("logged out");
-        self.closing = true;
+        self.set_closing();
+    }
+
+    /// Forgets every task the gateway has not been given (logout, close): their write data
+    /// is released and held commands are never delivered.
+    pub(super) fn drop_undelivered(&mut self) {
+        let undelivered: Vec<u32> = self
+            .tasks
+            .values()
+            .filter(|t| !t.delivered)
+            .map(|t| t.itt)
+            .collect();
+        for itt in undelivered {
+            self.drop_task(itt);
+        }
     }
 
     /// Forgets a task without answering it, keeping CmdSN accounting right.
     pub(super) fn drop_task(&mut self, itt: u32) {
-        let Some(t) = self.tasks.remove(&itt) else {
+        let Some(t) = self.remove_task(itt) else {
             return;
         };
         self.held.retain(|&h| h != itt);
@@ -384,6 +390,7 @@ impl Connection {
     /// Answers a task management request. On `FunctionComplete` the affected tasks are
     /// considered gone: later `complete_command` calls for them are ignored.
     pub fn complete_task_management(&mut self, id: TmfId, response: TmfResponseCode, now: Instant) {
+        self.check_buffered();
         let _ = now;
         let Some(p) = self.tmfs.remove(&id.0) else {
             debug!(itt = id.0, "completion for unknown TMF ignored");
@@ -404,7 +411,7 @@ impl Connection {
             && response == TmfResponseCode::FunctionComplete
         {
             info!("target cold reset: closing connection");
-            self.closing = true;
+            self.set_closing();
         }
         self.maybe_finish_logout();
     }
@@ -428,6 +435,7 @@ impl Connection {
 
     /// Runs timers: login timeout, idle pings and ping timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_buffered();
         if self.is_closed() {
             return;
         }
@@ -435,14 +443,14 @@ impl Connection {
             Phase::Login(_) => {
                 if now >= self.login_deadline {
                     warn!("login timed out");
-                    self.phase = Phase::Closed;
+                    self.set_closed();
                 }
             }
             Phase::FullFeature => {
                 if let Some((_, deadline)) = self.ping {
                     if now >= deadline {
                         warn!("initiator did not answer NOP-In ping, closing");
-                        self.phase = Phase::Closed;
+                        self.set_closed();
                     }
                     return;
                 }

@@ -29,6 +29,7 @@ impl Connection {
     /// Opens or closes the intake gate (see the module docs). Cheap to call with an
     /// unchanged value, e.g. once per loop iteration of the gateway.
     pub fn set_intake_open(&mut self, open: bool) {
+        self.check_buffered();
         if open == self.intake_open {
             return;
         }

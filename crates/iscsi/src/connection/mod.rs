@@ -95,11 +95,26 @@ pub(crate) struct Task {
     gate_passed: bool,
     delivered: bool,
     holds_slot: bool,
+    /// Write data assembly. Changed only through [`Connection::insert_task`],
+    /// [`Connection::update_task`] and [`Connection::remove_task`], which keep
+    /// `Connection::buffered` in step.
     write_state: Option<WriteState>,
     /// EDTL over the limit: unsolicited data is discarded until the F bit.
     too_large: bool,
     too_large_unsol_open: bool,
     r2t_count: u32,
+}
+
+impl Task {
+    /// What this task counts in [`Connection::buffered_write_bytes`]: its EDTL while its
+    /// write state holds data (`WriteState::holds_data`), else nothing.
+    fn buffered_bytes(&self) -> usize {
+        if self.write_state.as_ref().is_some_and(|w| w.holds_data()) {
+            self.edtl as usize
+        } else {
+            0
+        }
+    }
 }
 
 /// Pending task management request.
@@ -143,6 +158,10 @@ pub struct Connection {
     max_cmd_sn: u32,
     in_use: u32,
     tasks: HashMap<u32, Task>,
+    /// Sum of `Task::buffered_bytes` over `tasks` ([`Connection::buffered_write_bytes`]),
+    /// kept by `insert_task`, `update_task` and `remove_task`; checked against the sum in
+    /// debug builds (`check_buffered`).
+    buffered: usize,
     ordered: HashMap<u32, Ordered>,
     tmfs: HashMap<u32, PendingTmf>,
     events: VecDeque<Event>,
@@ -194,6 +213,7 @@ impl Connection {
             max_cmd_sn: 0,
             in_use: 0,
             tasks: HashMap::new(),
+            buffered: 0,
             ordered: HashMap::new(),
             tmfs: HashMap::new(),
             events: VecDeque::new(),
@@ -223,13 +243,53 @@ impl Connection {
 
     /// Bytes of write data buffers held for commands not yet delivered (data being received
     /// or waiting at a closed intake), so the gateway can count them against its memory
-    /// budget. A write whose data has not been solicited and is not arriving counts nothing.
+    /// budget. A write whose data has not been solicited and is not arriving counts nothing;
+    /// a closed connection holds none (closing drops the commands it never delivered).
+    ///
+    /// Constant time: a counter kept up to date wherever a task's write state starts or
+    /// stops holding data (command intake, R2T, Data-Out, delivery, completion, abort,
+    /// logout, close).
     pub fn buffered_write_bytes(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| t.write_state.as_ref().is_some_and(|w| w.holds_data()))
-            .map(|t| t.edtl as usize)
-            .sum()
+        self.check_buffered();
+        self.buffered
+    }
+
+    /// Adds a task, counting its write data.
+    fn insert_task(&mut self, task: Task) {
+        self.buffered += task.buffered_bytes();
+        if let Some(old) = self.tasks.insert(task.itt, task) {
+            // Callers check the ITT is free; keep the count right regardless.
+            debug_assert!(false, "task {} inserted twice", old.itt);
+            self.buffered = self.buffered.saturating_sub(old.buffered_bytes());
+        }
+    }
+
+    /// Removes a task, no longer counting its write data.
+    fn remove_task(&mut self, itt: u32) -> Option<Task> {
+        let t = self.tasks.remove(&itt)?;
+        self.buffered = self.buffered.saturating_sub(t.buffered_bytes());
+        Some(t)
+    }
+
+    /// Runs `f` on a task (None if there is none), counting any change of its write data.
+    fn update_task<R>(&mut self, itt: u32, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let t = self.tasks.get_mut(&itt)?;
+        let before = t.buffered_bytes();
+        let r = f(t);
+        self.buffered = self.buffered.saturating_sub(before) + t.buffered_bytes();
+        Some(r)
+    }
+
+    /// Debug builds: the counter equals the walk over the tasks. Called from the public
+    /// entry points, so unit tests catch a change of write state that bypassed it. (The
+    /// updates saturate, so a release build with such a bug could undercount, never wrap to
+    /// a huge value that would close every connection's intake.)
+    fn check_buffered(&self) {
+        #[cfg(debug_assertions)]
+        {
+            let walk: usize = self.tasks.values().map(Task::buffered_bytes).sum();
+            debug_assert_eq!(self.buffered, walk, "buffered_write_bytes counter drifted");
+        }
     }
 
     /// True once the connection accepts no more input: flush `poll_transmit`, then close.
@@ -237,14 +297,28 @@ impl Connection {
         self.closing || matches!(self.phase, Phase::Closed)
     }
 
+    /// Stops at once (fatal error, timeout): nothing more is taken or sent but what is queued.
+    fn set_closed(&mut self) {
+        self.phase = Phase::Closed;
+        self.drop_undelivered();
+    }
+
+    /// Stops taking input; what is queued is still sent (logout, failed login, close).
+    fn set_closing(&mut self) {
+        self.closing = true;
+        self.drop_undelivered();
+    }
+
     /// Next event for the gateway.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.check_buffered();
         self.events.pop_front()
     }
 
     /// Appends the buffers of the next queued PDUs (header, data slices, padding/digest) for
     /// one vectored write. Returns false when nothing is queued.
     pub fn poll_transmit(&mut self, out: &mut Vec<Bytes>) -> bool {
+        self.check_buffered();
         let mut any = false;
         for _ in 0..TRANSMIT_BATCH {
             let Some(o) = self.tx.pop_front() else { break };
@@ -265,6 +339,7 @@ impl Connection {
         policy: &dyn LoginPolicy,
         now: Instant,
     ) -> Result<(), ConnectionError> {
+        self.check_buffered();
         loop {
             if let Some(stop) = self.input_stop() {
                 return stop;
@@ -288,13 +363,14 @@ impl Connection {
         policy: &dyn LoginPolicy,
         now: Instant,
     ) -> Result<(), ConnectionError> {
+        self.check_buffered();
         if let Some(stop) = self.input_stop() {
             return stop;
         }
         let pdu = match frame_len(&frame, &self.frame) {
             Ok(Some(n)) if n == frame.len() => decode_frame(frame, &self.frame),
             Ok(_) => {
-                self.phase = Phase::Closed;
+                self.set_closed();
                 return Err(ConnectionError::Protocol("frame is not one whole PDU"));
             }
             Err(e) => Err(e),
@@ -310,7 +386,7 @@ impl Connection {
         }
         if self.reactive_queued > MAX_REACTIVE_QUEUED {
             warn!("closing: initiator does not read responses");
-            self.phase = Phase::Closed;
+            self.set_closed();
             return Some(Err(ConnectionError::TransmitBacklog));
         }
         None
@@ -337,7 +413,7 @@ impl Connection {
                 }
                 _ => {
                     warn!(error = %e, "fatal framing error, closing connection");
-                    self.phase = Phase::Closed;
+                    self.set_closed();
                     return Err(e.into());
                 }
             },
@@ -346,7 +422,7 @@ impl Connection {
         trace!(pdu = %crate::pdu::PduSummary(&pdu), "rx");
         if let Err(e) = self.dispatch(pdu, policy, now) {
             warn!(error = %e, "closing connection");
-            self.phase = Phase::Closed;
+            self.set_closed();
             return Err(e);
         }
         Ok(())
@@ -456,7 +532,7 @@ impl Connection {
                         "login failed"
                     );
                 }
-                self.closing = true;
+                self.set_closing();
                 (r, None)
             }
         };
@@ -545,14 +621,14 @@ impl Connection {
                 "CmdSN outside the window, dropping"
             );
             if let Ordered::Task(itt) = item {
-                self.tasks.remove(&itt);
+                self.remove_task(itt);
             }
             return;
         }
         if self.ordered.contains_key(&cmd_sn) {
             warn!(cmd_sn, "duplicate CmdSN, dropping");
             if let Ordered::Task(itt) = item {
-                self.tasks.remove(&itt);
+                self.remove_task(itt);
             }
             return;
         }
@@ -635,6 +711,7 @@ impl Connection {
     /// Ends the connection: for `Shutdown` in full feature phase an Async Message tells the
     /// initiator the session is being dropped. Flush `poll_transmit`, then close the socket.
     pub fn close(&mut self, reason: CloseReason) {
+        self.check_buffered();
         if self.is_closed() {
             return;
         }
@@ -653,7 +730,7 @@ impl Connection {
             };
             self.send(Pdu::AsyncMessage(msg), false);
         }
-        self.closing = true;
+        self.set_closing();
     }
 
     /// Asks the initiator to log out within `seconds` (Async Message event 1).

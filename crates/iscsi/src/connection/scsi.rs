@@ -27,6 +27,38 @@ fn residual(wanted: u32, expected: u32) -> Residual {
     }
 }
 
+impl Task {
+    /// Marks the task delivered and makes its command event, taking its write data.
+    fn deliver(&mut self) -> ScsiCommand {
+        let data_out = if self.too_large {
+            DataOut::TooLarge
+        } else if let Some(mut w) = self.write_state.take() {
+            DataOut::Complete(w.take())
+        } else {
+            DataOut::None
+        };
+        self.delivered = true;
+        debug!(itt = self.itt, cmd_sn = self.cmd_sn, "deliver SCSI command");
+        ScsiCommand {
+            task: TaskId(self.itt),
+            lun: self.lun,
+            cdb: self.cdb.clone(),
+            attr: self.attr,
+            expected_data_in_len: if self.read {
+                if self.write {
+                    self.bidi_read_len.unwrap_or(0)
+                } else {
+                    self.edtl
+                }
+            } else {
+                0
+            },
+            expected_data_out_len: if self.write { self.edtl } else { 0 },
+            data_out,
+        }
+    }
+}
+
 impl Connection {
     /// Rejects a command and, if it was ordered, still consumes its CmdSN.
     fn reject_command(&mut self, c: &ScsiCommandPdu, reason: u8, header: Bhs, why: &str) {
@@ -132,7 +164,7 @@ impl Connection {
             }
         }
         let itt = c.itt;
-        self.tasks.insert(itt, task);
+        self.insert_task(task);
         self.issue_r2ts(itt);
         if c.immediate {
             self.process_ordered(Ordered::Task(itt), false);
@@ -153,17 +185,15 @@ impl Connection {
         let max_out = self.params.max_outstanding_r2t;
         loop {
             let ttt = self.next_ttt;
-            let Some(task) = self.tasks.get_mut(&itt) else {
+            let next = self.update_task(itt, |task| {
+                let w = task.write_state.as_mut()?;
+                let r = w.next_r2t(max_burst, max_out, ttt)?;
+                task.r2t_count = w.r2t_count();
+                Some((task.lun, r))
+            });
+            let Some((lun, r)) = next.flatten() else {
                 return;
             };
-            let lun = task.lun;
-            let Some(w) = task.write_state.as_mut() else {
-                return;
-            };
-            let Some(r) = w.next_r2t(max_burst, max_out, ttt) else {
-                return;
-            };
-            task.r2t_count = w.r2t_count();
             self.alloc_ttt();
             let sn = self.sn(false);
             self.send(
@@ -203,10 +233,12 @@ impl Connection {
             self.reject(reject_reason::INVALID_PDU_FIELD, header);
             return Ok(());
         }
-        let result = match task.write_state.as_mut() {
-            Some(w) => w.accept(&d),
-            None => Err(DataOutError::UnknownTtt),
-        };
+        let result = self
+            .update_task(d.itt, |task| match task.write_state.as_mut() {
+                Some(w) => w.accept(&d),
+                None => Err(DataOutError::UnknownTtt),
+            })
+            .unwrap_or(Err(DataOutError::UnknownTtt));
         match result {
             Ok(()) => {
                 let itt = d.itt;
@@ -286,38 +318,15 @@ impl Connection {
             }
             return;
         }
-        let data_out = if task.too_large {
-            DataOut::TooLarge
-        } else if let Some(mut w) = task.write_state.take() {
-            DataOut::Complete(w.take())
-        } else {
-            DataOut::None
-        };
-        task.delivered = true;
-        let cmd = ScsiCommand {
-            task: TaskId(itt),
-            lun: task.lun,
-            cdb: task.cdb.clone(),
-            attr: task.attr,
-            expected_data_in_len: if task.read {
-                if task.write {
-                    task.bidi_read_len.unwrap_or(0)
-                } else {
-                    task.edtl
-                }
-            } else {
-                0
-            },
-            expected_data_out_len: if task.write { task.edtl } else { 0 },
-            data_out,
-        };
-        debug!(itt, cmd_sn = task.cmd_sn, "deliver SCSI command");
-        self.events.push_back(Event::ScsiCommand(cmd));
+        if let Some(cmd) = self.update_task(itt, Task::deliver) {
+            self.events.push_back(Event::ScsiCommand(cmd));
+        }
     }
 
     /// Completes a command the gateway executed. Ignored for unknown or aborted tasks.
     pub fn complete_command(&mut self, task: TaskId, response: CommandResponse, now: Instant) {
         let _ = now;
+        self.check_buffered();
         match self.tasks.get(&task.0) {
             Some(t) if t.delivered => {}
             _ => {
@@ -328,7 +337,7 @@ impl Connection {
                 return;
             }
         }
-        let Some(t) = self.tasks.remove(&task.0) else {
+        let Some(t) = self.remove_task(task.0) else {
             return;
         };
         if self.is_closed() {

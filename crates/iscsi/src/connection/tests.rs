@@ -1361,6 +1361,10 @@ proptest! {
             prop_assert!(h.c.in_use <= 8);
             prop_assert!(h.c.ordered.len() <= 8);
             prop_assert!(h.c.held.iter().all(|itt| h.c.tasks.get(itt).is_some_and(|t| !t.delivered)));
+            prop_assert_eq!(h.c.buffered_write_bytes(), walk_buffered(&h.c));
+            if h.c.is_closed() {
+                prop_assert_eq!(h.c.buffered_write_bytes(), 0);
+            }
             if h.c.intake_open {
                 prop_assert!(h.c.held.is_empty());
             } else if closed_before {
@@ -1750,4 +1754,145 @@ fn handle_frame_takes_one_whole_pdu() {
         .handle_frame(wire.slice(..wire.len() - 4), &Allow, h.now)
         .is_err());
     assert!(h.c.is_closed());
+}
+
+/// `buffered_write_bytes` is a counter; in debug builds every public entry point checks it
+/// against the sum over the tasks, so these tests also catch drift on the way.
+fn walk_buffered(c: &Connection) -> usize {
+    c.tasks.values().map(Task::buffered_bytes).sum()
+}
+
+#[test]
+fn aborting_a_write_with_partial_data_releases_its_buffer() {
+    let mut h = H::new(Limits::default());
+    h.std_login();
+    // Immediate data and one unsolicited Data-Out of 16 KiB arrived, the rest has not.
+    let a = h.cmd(false, true, 16384, Bytes::from(vec![1u8; 4096]), false);
+    h.feed(Pdu::ScsiCommand(a.clone())).unwrap();
+    assert_eq!(h.c.buffered_write_bytes(), 16384);
+    h.feed(H::data_out(
+        a.itt,
+        RESERVED_TAG,
+        0,
+        4096,
+        Bytes::from(vec![2u8; 4096]),
+        false,
+    ))
+    .unwrap();
+    assert!(h.events().is_empty() && h.out().is_empty());
+    // A second write whose data is solicited by R2T, none of it arrived yet.
+    let b = h.cmd(false, true, 8192, Bytes::new(), true);
+    h.feed(Pdu::ScsiCommand(b.clone())).unwrap();
+    assert!(matches!(h.out().as_slice(), [Pdu::R2t(_)]));
+    assert_eq!(h.c.buffered_write_bytes(), 16384 + 8192);
+
+    h.feed(tmf_pdu(600, 1, a.itt, h.cmd_sn, a.cmd_sn)).unwrap();
+    assert!(h.events().is_empty(), "never delivered: aborted here");
+    assert!(matches!(h.out().as_slice(), [Pdu::TaskMgmtResponse(r)] if r.response == 0));
+    assert_eq!(h.c.buffered_write_bytes(), 8192);
+    // Late data for the aborted task is refused and counts nothing.
+    h.feed(H::data_out(
+        a.itt,
+        RESERVED_TAG,
+        1,
+        8192,
+        Bytes::from(vec![2u8; 4096]),
+        false,
+    ))
+    .unwrap();
+    assert!(matches!(h.out().as_slice(), [Pdu::Reject(_)]));
+    assert_eq!(h.c.buffered_write_bytes(), 8192);
+
+    // ABORT TASK SET drops the other one the same way.
+    h.feed(tmf_pdu(601, 2, RESERVED_TAG, h.cmd_sn, 0)).unwrap();
+    let ev = h.events();
+    assert!(
+        matches!(ev.as_slice(), [Event::TaskManagement(_)]),
+        "{ev:?}"
+    );
+    assert_eq!(h.c.buffered_write_bytes(), 0);
+    assert_eq!(walk_buffered(&h.c), 0);
+}
+
+#[test]
+fn held_writes_count_until_the_intake_delivers_them() {
+    let mut h = H::new(Limits::default());
+    h.std_login();
+    h.c.set_intake_open(false);
+    // All data immediate: complete at once, held.
+    let one = Bytes::from(vec![5u8; 4096]);
+    let a = h.cmd(false, true, 4096, one.clone(), true);
+    h.feed(Pdu::ScsiCommand(a.clone())).unwrap();
+    // Immediate plus unsolicited data: complete with its final Data-Out, held.
+    let b = h.cmd(false, true, 8192, Bytes::from(vec![6u8; 4096]), false);
+    h.feed(Pdu::ScsiCommand(b.clone())).unwrap();
+    assert_eq!(h.c.buffered_write_bytes(), 4096 + 8192);
+    h.feed(H::data_out(
+        b.itt,
+        RESERVED_TAG,
+        0,
+        4096,
+        Bytes::from(vec![7u8; 4096]),
+        true,
+    ))
+    .unwrap();
+    assert!(h.events().is_empty() && h.out().is_empty());
+    assert_eq!(h.c.held.len(), 2);
+    assert_eq!(h.c.buffered_write_bytes(), 4096 + 8192);
+
+    h.c.set_intake_open(true);
+    let ev = h.events();
+    assert_eq!(command_itts(&ev), vec![a.itt, b.itt]);
+    let Event::ScsiCommand(cb) = &ev[1] else {
+        unreachable!()
+    };
+    let DataOut::Complete(data) = &cb.data_out else {
+        panic!("{:?}", cb.data_out)
+    };
+    assert!(data[..4096].iter().all(|&x| x == 6) && data[4096..].iter().all(|&x| x == 7));
+    assert_eq!(
+        h.c.buffered_write_bytes(),
+        0,
+        "delivered data is the gateway's to count"
+    );
+    h.c.complete_command(TaskId(a.itt), CommandResponse::default(), h.now);
+    h.c.complete_command(TaskId(b.itt), CommandResponse::default(), h.now);
+    assert_eq!(h.c.buffered_write_bytes(), 0);
+    assert_eq!(h.out().len(), 2);
+}
+
+#[test]
+fn closing_releases_write_data_of_undelivered_commands() {
+    for fatal in [false, true] {
+        let mut h = H::new(Limits::default());
+        h.std_login();
+        // A delivered read, a write still receiving data, and a complete write held.
+        let r = h.cmd(true, false, 512, Bytes::new(), true);
+        h.feed(Pdu::ScsiCommand(r.clone())).unwrap();
+        h.only_command();
+        let partial = h.cmd(false, true, 16384, Bytes::from(vec![1u8; 4096]), false);
+        h.feed(Pdu::ScsiCommand(partial)).unwrap();
+        h.c.set_intake_open(false);
+        let held = h.cmd(false, true, 4096, Bytes::from(vec![2u8; 4096]), true);
+        h.feed(Pdu::ScsiCommand(held)).unwrap();
+        assert_eq!(h.c.buffered_write_bytes(), 16384 + 4096);
+
+        if fatal {
+            // A header that is not an iSCSI PDU: fatal framing error.
+            let mut garbage = BytesMut::from(&[0xffu8; 48][..]);
+            assert!(h.c.handle_input(&mut garbage, &Allow, h.now).is_err());
+        } else {
+            h.c.close(CloseReason::Shutdown);
+        }
+        assert!(h.c.is_closed());
+        assert_eq!(h.c.buffered_write_bytes(), 0);
+        assert!(h.c.held.is_empty());
+        // Reopening the gate after the close delivers nothing.
+        h.c.set_intake_open(true);
+        assert!(h.events().is_empty());
+        // The delivered read still completes (ignored: the connection is closed).
+        h.c.complete_command(TaskId(r.itt), CommandResponse::default(), h.now);
+        assert!(h.c.tasks.is_empty());
+        assert_eq!(h.c.buffered_write_bytes(), 0);
+    }
 }

@@ -83,3 +83,48 @@ async fn received_frame_is_exact_and_aligned_in_a_recycled_buffer() {
         assert_eq!(frame, wire, "exactly the bytes sent, nothing stale");
     }
 }
+
+/// A large PDU being received counts its whole buffer in the connection's `assembling`
+/// share of the data budget; once taken out to be handed to the protocol it counts there
+/// only (here: a connection that holds no write data).
+#[tokio::test]
+async fn a_pdu_being_received_counts_in_the_data_budget_until_handed_over() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut tx = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut rx, _) = listener.accept().await.unwrap();
+    let conn = iscsi::Connection::new(
+        std::sync::Arc::new(iscsi::ServerConfig {
+            targets: Vec::new(),
+            limits: Limits::default(),
+        }),
+        std::time::Instant::now(),
+    );
+    let assembling = crate::net::connection::assembling_bytes;
+    let s = session(false);
+    let wire = data_out(64 << 10, false);
+    let mut large = None;
+    assert_eq!(assembling(&conn, large.as_ref()), 0);
+    let mut buf = BytesMut::from(&wire[..100]);
+    large = LargePdu::start(&mut buf, &s);
+    let n = large.as_ref().unwrap().buffered_bytes();
+    assert!(
+        (wire.len()..wire.len() + DATA_ALIGN).contains(&n),
+        "the frame and its alignment slack: {n}"
+    );
+    assert_eq!(assembling(&conn, large.as_ref()), n);
+    tx.write_all(&wire[100..]).await.unwrap();
+    while !large.as_ref().unwrap().is_complete() {
+        assert!(large.as_mut().unwrap().read(&mut rx).await.unwrap() > 0);
+        assert_eq!(
+            assembling(&conn, large.as_ref()),
+            n,
+            "counted while arriving"
+        );
+    }
+    // What the connection loop does: take it out and hand the frame on.
+    let frame = large.take_if(|p| p.is_complete()).unwrap().into_frame();
+    assert_eq!(assembling(&conn, large.as_ref()), 0);
+    assert_eq!(frame, wire);
+}
