@@ -68,6 +68,10 @@ _target_start_gateway() {
   # GATEWAY_LUN_SUFFIX: appended to each --lun PATH (default ",size=SIZE"; set it empty to
   # pass the pre-created sparse file alone)
   for f in "${TARGET_BACKING[@]}"; do args+=(--lun "$f${GATEWAY_LUN_SUFFIX-,size=$size}"); done
+  # GATEWAY_EXTRA_ARGS: more serve flags, split on whitespace (e.g. "--metrics-listen 127.0.0.1:P")
+  local extra=()
+  read -ra extra <<<"${GATEWAY_EXTRA_ARGS:-}"
+  args+=("${extra[@]}")
   # --data-dir in the target's temp dir: reservation state (data-dir/state) stays with this
   # target instance (kept across its restarts, gone with it), never in the repository.
   "$GATEWAY_BIN" serve --listen "127.0.0.1:$TARGET_PORT" --iqn "$TARGET_IQN" "${args[@]}" \

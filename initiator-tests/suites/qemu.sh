@@ -9,7 +9,9 @@
 #  - qemu-img convert of a random 64 MiB raw image onto LUN 1, qemu-img compare against the image
 #    and the backing file; qemu-img compare of LUN 0 (iscsi) against its backing file;
 #  - a LUN with read_cache=on: overwrites, zeroing and discard of cached data read back new data;
-#  - a LUN with direct=off (write-back): the same, plus unaligned overwrites, flush and FUA writes.
+#  - a LUN with direct=off (write-back): the same, plus unaligned overwrites, flush and FUA writes;
+#  - metrics (--metrics-listen): GET /metrics parses as Prometheus text, and a qemu-io write of
+#    N bytes and read of M bytes grow the LUN's write/read byte counters by exactly N and M.
 set -uo pipefail
 source "$(dirname "$0")/../lib/suite.sh"
 need qemu-io qemu-img iscsi-readcapacity16
@@ -144,4 +146,64 @@ qio "write-back: flush, FUA write, write zeroes and discard read back" "$UW" \
   "discard $((576 * K)) $((64 * K))" "read -P 0 $((576 * K)) $((64 * K))"
 check "write-back: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UW" "${TARGET_BACKING[0]}"
 check "target still running" target_alive
+
+echo "-- metrics (GET /metrics while qemu-io writes and reads)"
+if [ "$TARGET_KIND" != gateway ]; then
+  echo "  skipped: the metrics endpoint is the gateway's"
+else
+  target_stop
+  MPORT=$(pick_free_port)
+  while [ "$MPORT" = "$TARGET_PORT" ]; do MPORT=$(pick_free_port); done
+  MURL="http://127.0.0.1:$MPORT/metrics"
+  GATEWAY_EXTRA_ARGS="--metrics-listen 127.0.0.1:$MPORT" target_start 1 64M || exit 1
+  UM=$(target_url 0)
+  # scrape: the metrics text (curl, or python3 where curl is missing).
+  scrape() {
+    if command -v curl >/dev/null; then
+      curl -sf --max-time 10 "$MURL"
+    else
+      python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$MURL"
+    fi
+  }
+  # metric TEXT NAME: the value of NAME for LUN 0 of this target.
+  metric() {
+    awk -v want="$2{target=\"$TARGET_IQN\",lun=\"0\"}" '$1 == want { print $2; found = 1 } END { exit !found }' <<<"$1"
+  }
+  # delta NAME: the growth of NAME from $before to $after.
+  delta() { echo $(($(metric "$after" "$1") - $(metric "$before" "$1"))); }
+  for ((i = 0; i < 50; i++)); do port_listening "$MPORT" && break; sleep 0.1; done
+  before=$(scrape) || before=""
+  check "GET /metrics answers" test -n "$before"
+  # Every line: a comment, or `name{labels} value` / `name value` (text format 0.0.4).
+  bad=$(grep -vE '^(# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? ([-+]?[0-9.]+([eE][-+]?[0-9]+)?|[-+]Inf|NaN))$' <<<"$before" | head -3)
+  if [ -z "$bad" ]; then ok "every line parses (comment or name{labels} value)"; else fail "unparseable metrics lines: $bad"; fi
+  if command -v curl >/dev/null; then
+    check "Content-Type is text/plain; version=0.0.4" bash -c "curl -sf -o /dev/null -D - '$MURL' | grep -qi '^content-type: text/plain; version=0.0.4'"
+    check "another path is 404" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' 'http://127.0.0.1:$MPORT/')\" = 404 ]"
+  fi
+  check "lun_served is 1" test "$(metric "$before" iscsi_gateway_lun_served)" = 1
+  NW=$((192 * K)) NR=$((64 * K))
+  qio "qemu-io writes $NW bytes" "$UM" "write -P 0x41 $M $NW"
+  after=$(scrape)
+  check "write bytes grew by exactly $NW (got $(delta iscsi_gateway_lun_write_bytes_total))" \
+    test "$(delta iscsi_gateway_lun_write_bytes_total)" = "$NW"
+  check "read bytes did not grow during the write (got $(delta iscsi_gateway_lun_read_bytes_total))" \
+    test "$(delta iscsi_gateway_lun_read_bytes_total)" = 0
+  check "write latency histogram counts every write command" \
+    test "$(metric "$after" iscsi_gateway_lun_write_latency_seconds_count)" = "$(metric "$after" iscsi_gateway_lun_write_commands_total)"
+  before=$after
+  qio "qemu-io reads $NR bytes back" "$UM" "read -P 0x41 $M $NR"
+  after=$(scrape)
+  check "read bytes grew by exactly $NR (got $(delta iscsi_gateway_lun_read_bytes_total))" \
+    test "$(delta iscsi_gateway_lun_read_bytes_total)" = "$NR"
+  check "write bytes did not grow during the read" test "$(delta iscsi_gateway_lun_write_bytes_total)" = 0
+  check "read commands grew" test "$(delta iscsi_gateway_lun_read_commands_total)" -ge 1
+  if grep -qE '^iscsi_gateway_logins_total\{result="ok"\} [1-9]' <<<"$after"; then
+    ok "logins counted as ok"
+  else
+    fail "logins counted as ok"
+  fi
+  echo "$after" >"$SUITE_LOG_DIR/metrics.txt"
+  check "target still running" target_alive
+fi
 checks_summary "qemu ($(suite_elapsed)s)"

@@ -6,6 +6,7 @@ pub mod block;
 pub mod config;
 pub mod drbd;
 pub mod identity;
+pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod state;

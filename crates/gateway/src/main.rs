@@ -47,7 +47,7 @@ enum Command {
 #[derive(Args, Debug, Default)]
 struct ServeArgs {
     /// TOML configuration file (exclusive with the quick flags).
-    #[arg(long, short = 'c', conflicts_with_all = ["listen", "iqn", "lun", "advertise", "data_dir"])]
+    #[arg(long, short = 'c', conflicts_with_all = ["listen", "iqn", "lun", "advertise", "data_dir", "metrics_listen"])]
     config: Option<PathBuf>,
     /// Portal to listen on, IP:PORT (repeatable). Default 127.0.0.1:3260.
     #[arg(long)]
@@ -64,6 +64,10 @@ struct ServeArgs {
     /// Directory for default LUN files. Default ./iscsi-gateway-data.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT; a bare IP uses port 9470).
+    /// With --config: `[server] metrics_listen`. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +96,7 @@ fn serve_config(args: &ServeArgs) -> Result<Config, config::ConfigError> {
             advertise: args.advertise.clone(),
             iqn: args.iqn.clone(),
             luns: args.lun.clone(),
+            metrics_listen: args.metrics_listen.clone(),
             data_dir: Some(
                 args.data_dir
                     .clone()

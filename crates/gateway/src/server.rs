@@ -8,6 +8,9 @@
 //! is read. That costs nothing (no login parsing, no slot held for login_timeout by a
 //! flood), and an initiator sees the same as a target that is down and retries after its
 //! own delay; a Login reject (0x0301/0x0302) would need a slot for the login exchange.
+//!
+//! With `[server] metrics_listen` it also serves `GET /metrics` (`crate::metrics::http`)
+//! on this runtime, until shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::access::AccessControl;
 use crate::config::Config;
+use crate::metrics;
 use crate::net::budget::DataBudget;
 use crate::net::buffers;
 use crate::net::connection::serve_connection;
@@ -38,6 +42,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         limits: config.limits.clone(),
         access: AccessControl::from_config(&config),
         data_budget: DataBudget::new(config.limits.max_command_data),
+        metrics: Default::default(),
     });
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
@@ -48,6 +53,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         buffer_cache_per_thread = buffer_cache,
         "connection threads started"
     );
+    let metrics_task = match config.server.metrics_listen {
+        Some(addr) => Some(start_metrics(addr, ctx.clone(), shutdown.clone()).await?),
+        None => None,
+    };
     let mut accept_tasks = Vec::new();
     for addr in &config.server.listen {
         let listener = TcpListener::bind(addr)
@@ -90,7 +99,30 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     }
     // Ends the connection threads (cancelling what still runs there).
     drop(workers);
+    if let Some(t) = metrics_task {
+        // It saw the shutdown too; a scrape in progress is not worth waiting for.
+        t.abort();
+        let _ = t.await;
+    }
     Ok(())
+}
+
+/// Binds the metrics endpoint and serves it on this (the control) runtime until shutdown.
+async fn start_metrics(
+    addr: SocketAddr,
+    ctx: Arc<ServerContext>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
+    info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(tokio::spawn(metrics::http::serve(
+        listener,
+        move || metrics::scrape::render(&ctx),
+        metrics::http::HttpLimits::default(),
+        shutdown,
+    )))
 }
 
 /// Longest wait at shutdown for connections to finish their goodbyes.
@@ -241,6 +273,7 @@ mod tests {
             limits: crate::config::Limits::default(),
             access: AccessControl::open(),
             data_budget: DataBudget::new(1 << 20),
+            metrics: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

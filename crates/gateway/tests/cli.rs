@@ -122,3 +122,52 @@ fn serve_quick_flags_runs() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn serve_with_metrics_listen_answers_get_metrics_and_stops() {
+    use std::io::{Read, Write};
+    let d = tempfile::tempdir().unwrap();
+    // A port free a moment ago; the gateway binds it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = bin()
+        .current_dir(d.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .args(["--metrics-listen", &addr])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut sock = loop {
+        if let Ok(s) = std::net::TcpStream::connect(&addr) {
+            break s;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "gateway exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    sock.read_to_string(&mut text).unwrap();
+    // SAFETY: plain kill(2) of the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Type: text/plain; version=0.0.4\r\n"));
+    let lun0 = "{target=\"iqn.2026-11.org.iscsi-gateway:default\",lun=\"0\"}";
+    assert!(
+        text.contains(&format!("\niscsi_gateway_lun_served{lun0} 1\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("\niscsi_gateway_lun_read_bytes_total{lun0} 0\n")));
+    assert!(text.contains("\niscsi_gateway_sessions 0\n"));
+    assert!(text.contains("\niscsi_gateway_data_budget_limit_bytes 50331648\n"));
+    assert_eq!(status.code(), Some(0));
+}

@@ -298,6 +298,7 @@ fn quick_flags() {
             format!("{}/b.img,size=1G,serial=SER2", d.path().display()),
         ],
         data_dir: Some(d.path().to_path_buf()),
+        metrics_listen: None,
     };
     let c = Config::from_flags(&flags).unwrap();
     assert_eq!(c.server.listen.len(), 2);
@@ -487,4 +488,57 @@ fn bad_auth_cases_name_the_key() {
     // The valid pair passes, so the failures above are about what each case changes.
     let good = auth("chap_user = \"u\"\nchap_secret_file = \"ok.secret\"\nmutual_user = \"t\"\nmutual_secret_file = \"ok2.secret\"");
     Config::from_toml_str(&good, "t.toml").unwrap();
+}
+
+#[test]
+fn metrics_listen_is_optional_validated_and_named_in_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let file = |server_extra: &str| {
+        format!(
+            "[server]\ndata_dir = \"{}\"\n{server_extra}\n[[target]]\niqn = \"iqn.2024-01.org.example:storage\"\n[[target.lun]]\npath = \"a.img\"\nsize = \"1M\"\n",
+            d.path().display()
+        )
+    };
+    let c = Config::from_toml_str(&file(""), "t.toml").unwrap();
+    assert_eq!(c.server.metrics_listen, None);
+    assert!(!c.to_toml().contains("metrics_listen"));
+    let c = Config::from_toml_str(&file("metrics_listen = \"127.0.0.1:9470\""), "t.toml").unwrap();
+    assert_eq!(
+        c.server.metrics_listen.unwrap().to_string(),
+        "127.0.0.1:9470"
+    );
+    assert!(c.to_toml().contains("metrics_listen = \"127.0.0.1:9470\""));
+    let c = Config::from_toml_str(&file("metrics_listen = \"::1\""), "t.toml").unwrap();
+    assert_eq!(c.server.metrics_listen.unwrap().to_string(), "[::1]:9470");
+    for (extra, want) in [
+        (
+            "metrics_listen = \"localhost:9470\"",
+            "server.metrics_listen: `localhost:9470` is not an address",
+        ),
+        (
+            "metrics_listen = \"127.0.0.1:0\"",
+            "server.metrics_listen: `127.0.0.1:0`: port 0 is not allowed",
+        ),
+        (
+            "listen = [\"0.0.0.0:3260\"]\nmetrics_listen = \"127.0.0.1:3260\"",
+            "server.metrics_listen: 127.0.0.1:3260 is also an iSCSI portal",
+        ),
+        ("metrics_listen = 9470", "invalid type"),
+    ] {
+        let e = err(&file(extra));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    // The quick flag goes through the same validation.
+    let flags = |m: &str| QuickFlags {
+        data_dir: Some(d.path().to_path_buf()),
+        metrics_listen: Some(m.into()),
+        ..QuickFlags::default()
+    };
+    let c = Config::from_flags(&flags("127.0.0.1:19470")).unwrap();
+    assert_eq!(
+        c.server.metrics_listen.unwrap().to_string(),
+        "127.0.0.1:19470"
+    );
+    let e = Config::from_flags(&flags("nope")).unwrap_err().to_string();
+    assert!(e.starts_with("server.metrics_listen: `nope`"), "{e}");
 }

@@ -32,6 +32,7 @@ pub use commands::spc::SUPPORTED_TMFS;
 pub use fuzz::fuzz_cdb;
 pub use io::{BlockRequest, Extent, IoCompletion, IoErrorKind, MediumOp, Step};
 pub use lun::LogicalUnit;
+pub use opcodes::op;
 pub use pr_state::{PrDecodeError, PrState, PrType, Registration, Reservation};
 pub use response::{status, Response};
 pub use sense::{Asc, FieldPointer, Sense, SenseKey};

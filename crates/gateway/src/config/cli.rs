@@ -1,5 +1,5 @@
 //! The quick command-line flags of `serve` (`--listen`, `--iqn`, `--lun PATH[,size=..]`,
-//! `--advertise`, `--data-dir`) turned into a [`Config`] through the same validation as a
+//! `--advertise`, `--data-dir`, `--metrics-listen`) turned into a [`Config`] through the same validation as a
 //! file. `--lun` values are
 //! `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off][,direct=auto|on|off]`; LUN
 //! numbers are 0, 1, ... in flag order. Without `--lun` the embedded default LUN `<data_dir>/lun0.img` (1 GiB)
@@ -23,6 +23,8 @@ pub struct QuickFlags {
     pub iqn: Option<String>,
     pub luns: Vec<String>,
     pub data_dir: Option<PathBuf>,
+    /// `--metrics-listen ADDR`: serve `GET /metrics` there.
+    pub metrics_listen: Option<String>,
 }
 
 /// A parsed `--lun` value.
@@ -128,6 +130,7 @@ impl Config {
                 naa_company_id: None,
                 lock_wait_secs: None,
                 io_threads: None,
+                metrics_listen: flags.metrics_listen.clone(),
             },
             iscsi: Default::default(),
             limits: Default::default(),

@@ -36,6 +36,8 @@ pub const DEFAULT_TARGET_IQN: &str = "iqn.2026-11.org.iscsi-gateway:default";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3260";
 /// iSCSI well-known port, used when a listen/advertise address has no port.
 pub const DEFAULT_PORT: u16 = 3260;
+/// Port of a `metrics_listen` address given as a bare IP.
+pub const DEFAULT_METRICS_PORT: u16 = 9470;
 /// Data directory of `serve` without `--config` / `--data-dir` (relative to the cwd).
 pub const DEFAULT_CLI_DATA_DIR: &str = "./iscsi-gateway-data";
 /// Data directory of a config file without `server.data_dir`.
@@ -145,6 +147,10 @@ pub struct ServerSettings {
     /// Threads serving connections, each with its own event loop and rings (thread per
     /// core). 0 (the default) = one per CPU this process may run on.
     pub io_threads: u32,
+    /// Where `GET /metrics` (Prometheus text format) is served; `None` (the default): no
+    /// metrics endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[iscsi]`: operational parameters the target offers / enforces (RFC 7143 §13).

@@ -11,7 +11,8 @@ use super::names::normalize_iscsi_name;
 use super::raw::{RawConfig, RawDrbd, RawIscsi, RawLun, RawServer, RawTarget};
 use super::{
     Config, ConfigError, DiscoverySettings, DrbdSettings, IscsiTuning, LunSpec, ServerSettings,
-    TargetSpec, DEFAULT_LISTEN, DEFAULT_PORT, DEFAULT_PRODUCT, DEFAULT_REVISION, DEFAULT_VENDOR,
+    TargetSpec, DEFAULT_LISTEN, DEFAULT_METRICS_PORT, DEFAULT_PORT, DEFAULT_PRODUCT,
+    DEFAULT_REVISION, DEFAULT_VENDOR,
 };
 use crate::identity;
 
@@ -64,12 +65,17 @@ pub(super) fn resolve(raw: RawConfig, default_data_dir: &str) -> R<Config> {
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    parse_addr_with_port(s, DEFAULT_PORT)
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, or a bare IP with `default_port`.
+fn parse_addr_with_port(s: &str, default_port: u16) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
     let bare = s.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<IpAddr>() {
-        Ok(ip) => Ok(SocketAddr::new(ip, DEFAULT_PORT)),
+        Ok(ip) => Ok(SocketAddr::new(ip, default_port)),
         Err(_) => Err(format!(
             "`{s}` is not an address (expected IP:PORT, [IPv6]:PORT or a bare IP)"
         )),
@@ -145,6 +151,11 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
             format!("{io_threads} is outside 0..={MAX_IO_THREADS} (0 = one per CPU)"),
         ));
     }
+    let metrics_listen = raw
+        .metrics_listen
+        .as_deref()
+        .map(|s| resolve_metrics_listen(s, &listen))
+        .transpose()?;
     Ok(ServerSettings {
         listen,
         advertise,
@@ -153,7 +164,32 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
         naa_company_id,
         lock_wait_secs,
         io_threads,
+        metrics_listen,
     })
+}
+
+/// `server.metrics_listen`: an address like the portals (a bare IP gets port 9470), not one
+/// of the portals, nor port 0 (the endpoint must be found by a scraper).
+fn resolve_metrics_listen(s: &str, listen: &[SocketAddr]) -> R<SocketAddr> {
+    const KEY: &str = "server.metrics_listen";
+    let a =
+        parse_addr_with_port(s, DEFAULT_METRICS_PORT).map_err(|m| ConfigError::invalid(KEY, m))?;
+    if a.port() == 0 {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!("`{s}`: port 0 is not allowed"),
+        ));
+    }
+    if let Some(p) = listen.iter().find(|p| {
+        p.port() == a.port()
+            && (p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified())
+    }) {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!("{a} is also an iSCSI portal (server.listen {p})"),
+        ));
+    }
+    Ok(a)
 }
 
 /// More connection threads than this is a typo, not a machine.

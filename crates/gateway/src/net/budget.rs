@@ -59,10 +59,14 @@ impl DataBudget {
         self.freed.notified()
     }
 
-    /// Bytes held now.
-    #[cfg(test)]
-    fn in_use(&self) -> usize {
+    /// Bytes held now (tests, metrics).
+    pub fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// The limit, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     fn release(&self, bytes: usize) {

@@ -43,6 +43,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::block::{ring_scope, LocalRing};
+use crate::metrics::login::CountedAuth;
+use crate::metrics::LoginResult;
 use crate::net::backlog::{Backlog, Reservation};
 use crate::net::budget::{DataBudget, DataReservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
@@ -74,6 +76,28 @@ struct Policy<'a> {
 
 impl LoginPolicy for Policy<'_> {
     fn check(&self, req: &LoginInfo) -> Result<u16, LoginRejection> {
+        let r = self.decide(req);
+        if r.is_err() {
+            self.ctx.metrics.login(LoginResult::Refused);
+        }
+        r
+    }
+
+    fn authenticator(&self, req: &LoginInfo) -> Option<Box<dyn iscsi::Authenticator>> {
+        let auth = self.ctx.access.authenticator(req, self.peer)?;
+        Some(CountedAuth::wrap(auth, self.ctx.metrics.clone()))
+    }
+
+    fn may_discover(&self, initiator: &str, target: &str) -> bool {
+        self.ctx
+            .access
+            .allows(target, initiator, self.peer.ip())
+            .is_ok()
+    }
+}
+
+impl Policy<'_> {
+    fn decide(&self, req: &LoginInfo) -> Result<u16, LoginRejection> {
         let registry = &self.ctx.registry;
         if req.session_type == SessionType::Discovery {
             return Ok(registry.allocate_tsih());
@@ -99,17 +123,6 @@ impl LoginPolicy for Policy<'_> {
             Some(t) if t == req.tsih => Ok(t),
             _ => Err(LoginRejection::SessionDoesNotExist),
         }
-    }
-
-    fn authenticator(&self, req: &LoginInfo) -> Option<Box<dyn iscsi::Authenticator>> {
-        self.ctx.access.authenticator(req, self.peer)
-    }
-
-    fn may_discover(&self, initiator: &str, target: &str) -> bool {
-        self.ctx
-            .access
-            .allows(target, initiator, self.peer.ip())
-            .is_ok()
     }
 }
 
@@ -182,6 +195,7 @@ async fn serve(
         Err(_) => ctx.iscsi.clone(),
     };
     let mut conn = Connection::new(config, std::time::Instant::now());
+    let _counted = ctx.metrics.connection();
     let mut running: Running = FuturesUnordered::new();
     let budget = ctx.data_budget.clone();
     // Write data the protocol is still assembling or holding, and a large PDU being
@@ -237,6 +251,7 @@ async fn serve(
                     .and_then(|()| conn.handle_input(&mut inbuf, &policy, now()));
                     if let Err(e) = result {
                         warn!(%peer, error = %e, "dropping connection");
+                        ctx.metrics.protocol_error();
                         while conn.poll_transmit(&mut out) {}
                         let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut sock, &mut out)).await;
                         break format!("protocol error: {e}");
@@ -353,6 +368,7 @@ fn handle_event(
 ) {
     match ev {
         Event::SessionEstablished(info) => {
+            ctx.metrics.login(LoginResult::Ok);
             if let Some(s) = establish(ctx, &info, ctl_tx) {
                 info!(%peer, initiator = %s.nexus.initiator_port, target = %s.target.name, tsih = info.tsih, "session established");
                 *session = Some(s);

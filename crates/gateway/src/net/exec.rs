@@ -4,6 +4,9 @@
 //! COMPARE AND WRITE and ORWRITE need atomicity against every other command on the LUN, so
 //! each LUN carries a reader/writer gate: ordinary commands hold it shared for their I/O,
 //! exclusive tasks hold it alone.
+//!
+//! Every command on a LUN with a backend is counted in the LUN's metrics (`crate::metrics`,
+//! per-thread shards): its kind, status, bytes, latency, and the device errors it met.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,7 @@ use tokio::sync::RwLock;
 use tracing::{error, warn};
 
 use crate::block::{BlockDevice, IoFailure};
+use crate::metrics::{CommandClass, LunMetrics, Outcome};
 use crate::net::lun_gate::{self, LunSlot, OpenDevice};
 use crate::state::PrStore;
 
@@ -31,6 +35,8 @@ pub struct LunBackend {
     /// Held shared by every command doing I/O; `lun_gate` takes it exclusively to drain
     /// in-flight I/O before closing the device.
     pub(crate) gate: RwLock<()>,
+    /// Command counters and latencies (summed over threads at scrape time).
+    pub metrics: LunMetrics,
 }
 
 impl LunBackend {
@@ -51,6 +57,7 @@ impl LunBackend {
             pr_store,
             pr_save: tokio::sync::Mutex::new(()),
             gate: RwLock::new(()),
+            metrics: LunMetrics::default(),
         }
     }
 }
@@ -77,18 +84,23 @@ impl TargetRuntime {
     /// state, that state is on stable storage before the response is returned (a failed
     /// save turns the response into HARDWARE ERROR: the change could be lost).
     pub async fn execute(&self, nexus: &Nexus, cmd: CommandInput) -> Response {
+        let started = std::time::Instant::now();
         let lun = cmd.lun;
-        let resp = self.run(nexus, cmd).await;
-        if !resp.pr_state_changed {
-            return resp;
-        }
-        match self.save_pr_state(lun).await {
-            Ok(()) => resp,
-            Err(e) => {
+        let class = CommandClass::of(&cmd.cdb);
+        let data_out_len = cmd.data_out.len();
+        let mut resp = self.run(nexus, cmd).await;
+        if resp.pr_state_changed {
+            if let Err(e) = self.save_pr_state(lun).await {
                 error!(target = %self.name, lun, error = %e, "cannot save persistent-reservation state");
-                internal_target_failure().with_data_out_len(resp.data_out_len)
+                resp = internal_target_failure().with_data_out_len(resp.data_out_len);
             }
         }
+        if let Some(backend) = self.backends.get(&lun) {
+            backend
+                .metrics
+                .record(&outcome(class, &resp, data_out_len, started));
+        }
+        resp
     }
 
     async fn save_pr_state(&self, lun: u64) -> Result<(), String> {
@@ -154,10 +166,38 @@ impl TargetRuntime {
                 Step::Done(resp) => return resp,
                 Step::Io(req) => {
                     let completion = perform(&open, req).await;
+                    if matches!(completion, IoCompletion::Error(_)) {
+                        backend.metrics.io_error();
+                    }
                     step = task.poll(Some(completion));
                 }
             }
         }
+    }
+}
+
+/// What the metrics record of a finished command: bytes are the data returned for reads,
+/// and for writes the data-out received, capped at what the CDB asked for.
+fn outcome(
+    class: CommandClass,
+    resp: &Response,
+    data_out_len: usize,
+    started: std::time::Instant,
+) -> Outcome {
+    let bytes = match class {
+        CommandClass::Read => resp.data_in.len(),
+        CommandClass::Write => {
+            let asked = resp.data_out_len.map_or(data_out_len, |n| n as usize);
+            data_out_len.min(asked)
+        }
+        _ => 0,
+    };
+    Outcome {
+        class,
+        good: resp.status == scsi::status::GOOD,
+        check_condition: resp.status == scsi::status::CHECK_CONDITION,
+        bytes: bytes as u64,
+        latency: started.elapsed(),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct ServerContext {
     pub access: crate::access::AccessControl,
     /// `limits.max_command_data`, shared by all connections (`budget.rs`).
     pub data_budget: Arc<budget::DataBudget>,
+    /// Gateway-wide connection and login numbers (`crate::metrics`).
+    pub metrics: Arc<crate::metrics::GatewayMetrics>,
 }
 
 impl ServerContext {
@@ -80,6 +82,7 @@ mod tests {
             limits: crate::config::Limits::default(),
             access: crate::access::AccessControl::open(),
             data_budget: budget::DataBudget::new(1 << 20),
+            metrics: Default::default(),
         }
     }
 

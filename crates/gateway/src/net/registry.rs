@@ -153,6 +153,11 @@ impl SessionRegistry {
         }
     }
 
+    /// Normal sessions registered now (for metrics).
+    pub fn session_count(&self) -> usize {
+        self.lock().live.len()
+    }
+
     /// Sends `msg` to the live session of each nexus id in `nexus_ids`.
     pub fn send_to_nexuses(&self, nexus_ids: &[u64], msg: Control) {
         let inner = self.lock();
