@@ -61,8 +61,18 @@ _target_record_pid() {
   if [ -n "${SUITE_LOG_DIR:-}" ]; then echo "$TARGET_PID $TARGET_KIND $TARGET_PORT" >>"$SUITE_LOG_DIR/target.pids"; fi
 }
 
+# A target started again on the same port (a restart, or a later start that picked the same
+# free port) gets a fresh log; the earlier one is kept as LOG.1, LOG.2, ... for diagnosis.
+_target_keep_old_log() {
+  [ -s "$TARGET_LOG" ] || return 0
+  local n=1
+  while [ -e "$TARGET_LOG.$n" ]; do n=$((n + 1)); done
+  mv "$TARGET_LOG" "$TARGET_LOG.$n"
+}
+
 _target_start_gateway() {
   local size=$1 f args=()
+  _target_keep_old_log
   [ -x "$GATEWAY_BIN" ] || { echo "gateway binary not found: $GATEWAY_BIN (cargo build --release -p gateway)" >&2; return 1; }
   TARGET_LUN_BASE=0
   # GATEWAY_LUN_SUFFIX: appended to each --lun PATH (default ",size=SIZE"; set it empty to
@@ -88,6 +98,7 @@ _target_start_tgt() {
   command -v tgtd >/dev/null || { echo "tgtd not installed (apt-get install tgt)" >&2; return 1; }
   TARGET_LUN_BASE=1
   rm -f "/var/run/tgtd/socket.$TARGET_PORT" "/var/run/tgtd/socket.$TARGET_PORT.lock"
+  _target_keep_old_log
   # -C PORT: a control socket of its own (/var/run/tgtd/socket.PORT), apart from other tgtds.
   tgtd -f -C "$TARGET_PORT" --iscsi "portal=127.0.0.1:$TARGET_PORT" >"$TARGET_LOG" 2>&1 &
   TARGET_PID=$!

@@ -29,13 +29,15 @@ qio() {
   local desc=$1 url=$2; shift 2
   local a=() c out rc=0
   for c in "$@"; do a+=(-c "$c"); done
-  out=$(timeout "$QEMU_TIMEOUT" qemu-io -f raw "${a[@]}" "$url" 2>&1) || rc=$?
+  out=$(timeout "$QEMU_TIMEOUT" stdbuf -oL qemu-io -f raw "${a[@]}" "$url" 2>&1) || rc=$?
   echo "$out" >>"$SUITE_LOG_DIR/qemu-io.log"
   if [ "$rc" -eq 0 ] && ! grep -qiE 'fail|error|mismatch' <<<"$out"; then
     ok "$desc"
   else
     fail "$desc (exit $rc)"
     grep -iE 'fail|error|mismatch' <<<"$out" | head -5 | sed 's/^/        | /'
+    # How far it got (a timeout prints no error): line-buffered output survives the kill.
+    tail -n 3 <<<"$out" | sed 's/^/        | last: /'
   fi
 }
 
