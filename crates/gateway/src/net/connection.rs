@@ -2,8 +2,9 @@
 //! session's SCSI commands concurrently inside this one task (a `FuturesUnordered`, so a
 //! command costs no task spawn, channel or cross-thread wake-up), feeds completions, task
 //! management and timer ticks back, and writes what the protocol queues with vectored writes
-//! (headers and payload slices, no copies of the data). A large data PDU is received into a
-//! pooled aligned buffer of its own (`large_pdu.rs`) and handed to the protocol whole.
+//! (headers and payload slices, no copies of the data). The data segment of a large data PDU
+//! is received into a pooled aligned buffer of its own (`large_pdu.rs`) and handed to the
+//! protocol with its header.
 //!
 //! Limits enforced here: the per-initiator session cap at login (status 0x0302), the
 //! outgoing backlog budget (`backlog.rs`), the gateway-wide command data budget
@@ -245,7 +246,10 @@ async fn serve(
                     // A finished large PDU is the next in the stream (the input buffer was
                     // empty when it started), so it goes first.
                     let result = match large.take_if(|p| p.is_complete()) {
-                        Some(pdu) => conn.handle_frame(pdu.into_frame(), &policy, now()),
+                        Some(pdu) => {
+                            let (head, tail) = pdu.into_parts();
+                            conn.handle_split_frame(&head, tail, &policy, now())
+                        }
                         None => Ok(()),
                     }
                     .and_then(|()| conn.handle_input(&mut inbuf, &policy, now()));

@@ -1,94 +1,97 @@
 //! Receiving a large data PDU straight into a pooled aligned buffer.
 //!
 //! A SCSI Command or Data-Out whose data segment is large (at least [`MIN_SEGMENT`]) and
-//! has not fully arrived is moved out of the connection's input buffer into an
-//! [`AlignedBuf`] from the pool, placed so that its data segment starts 4096-aligned, and
-//! the rest of it is read from the socket directly there. The finished frame goes to
-//! `iscsi::Connection::handle_frame`; its data is then what O_DIRECT writes, without a
+//! has not fully arrived is taken out of the connection's input buffer in two parts: its
+//! header (BHS, AHS, header digest: a few dozen bytes, copied) and its tail (data segment,
+//! padding, data digest), which goes into an [`AlignedBuf`] from the pool sized for the
+//! tail alone, so the data segment starts the buffer, 4096-aligned. The rest of the tail is
+//! read from the socket directly there. The two parts go to
+//! `iscsi::Connection::handle_split_frame`; the data is then what O_DIRECT writes, without a
 //! copy when it is a whole write, and the buffer returns to the pool when the last
 //! reference to the data is dropped.
 //!
-//! Why: the PDU used to get a fresh `BytesMut` (malloc) each time, and the input buffer
-//! was reallocated after it; with 128 KiB writes that churn of large blocks is what made
-//! glibc's arenas retain tens of MiB (see `bufpool`).
+//! Why two parts: the pool's blocks are powers of two. A 128 KiB data segment with its
+//! header in front of it (and the header's alignment slack) needed a 256 KiB block, twice
+//! the data; alone it fits a 128 KiB block. Why a buffer at all: the PDU used to get a
+//! fresh `BytesMut` (malloc) each time, and the input buffer was reallocated after it; with
+//! 128 KiB writes that churn of large blocks is what made glibc's arenas retain tens of MiB
+//! (see `bufpool`).
 //!
 //! The buffer is taken with `AlignedBuf::for_overwrite`, so it may hold an earlier
-//! command's bytes: [`LargePdu::into_frame`] exposes only the PDU's own `total` bytes, and
-//! is called only once all of them were received (`filled == total`); the alignment slack
-//! in front is never part of the frame.
+//! command's bytes: [`LargePdu::into_parts`] is called only once every byte of the tail was
+//! received (`filled == tail_len`).
 //!
-//! Data budget: while a PDU is being received its buffer ([`LargePdu::buffered_bytes`])
-//! counts in the connection's `assembling` reservation (`connection.rs`); once it is handed
-//! to the protocol it is no longer counted here but as the protocol's buffered write data
-//! or a delivered command's reservation.
+//! The header must be whole in the input buffer for this path to start; when it is not, the
+//! connection reads on into the input buffer and the PDU takes the ordinary path (or this
+//! one, with more of its tail copied over, once the header is complete).
+//!
+//! Data budget: while a PDU is being received its parts ([`LargePdu::buffered_bytes`])
+//! count in the connection's `assembling` reservation (`connection.rs`); once handed to the
+//! protocol they are no longer counted here but as the protocol's buffered write data or a
+//! delivered command's reservation.
 
 use bufpool::AlignedBuf;
 use bytes::{Bytes, BytesMut};
-use iscsi::pdu::{frame_layout, Bhs, FrameConfig, BHS_LEN};
+use iscsi::pdu::{frame_layout, Bhs, FrameConfig};
 use iscsi::SessionInfo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// Alignment of received data segments (what O_DIRECT needs for any block size).
-const DATA_ALIGN: usize = bufpool::BUF_ALIGN;
 /// Smaller data segments are not worth a buffer of their own.
 const MIN_SEGMENT: usize = 4096;
 
 /// One large PDU being received.
 pub(crate) struct LargePdu {
-    buf: AlignedBuf,
-    /// Where the PDU starts in `buf` (so that its data segment is aligned).
-    skip: usize,
-    /// PDU length: header, AHS, digests, padded data segment.
-    total: usize,
-    /// Bytes of the PDU received so far.
+    /// BHS, AHS and header digest, whole.
+    head: Vec<u8>,
+    /// Data segment, padding and data digest: `tail_len` bytes at the start.
+    tail: AlignedBuf,
+    tail_len: usize,
+    /// Bytes of the tail received so far.
     filled: usize,
 }
 
 impl LargePdu {
-    /// When `buf` (which starts at a PDU boundary) holds the start of a SCSI Command or
-    /// Data-Out with a data segment of at least [`MIN_SEGMENT`] that has not fully
-    /// arrived, moves those bytes into a pooled buffer (leaving `buf` empty) and returns
-    /// the PDU to finish.
+    /// Starts receiving the PDU at the front of `buf` on the aligned path, if it is a SCSI
+    /// Command or Data-Out with a large data segment within the negotiated limit, its
+    /// header is whole and its tail is not. Takes the PDU's bytes out of `buf` (which holds
+    /// nothing after them: the connection reads only this PDU's rest until it is complete).
     pub(crate) fn start(buf: &mut BytesMut, s: &SessionInfo) -> Option<LargePdu> {
-        let mut h = Bhs::default();
-        h.0.copy_from_slice(buf.get(..BHS_LEN)?);
+        let h = Bhs::read(buf)?;
         let opcode = h.opcode();
         if opcode != iscsi::pdu::opcode::SCSI_COMMAND && opcode != iscsi::pdu::opcode::DATA_OUT {
             return None;
         }
         let cfg = FrameConfig::for_session(s);
         let dsl = h.data_segment_len() as usize;
-        // Over the limit: left to the framing code, which refuses it.
         if dsl < MIN_SEGMENT || dsl > cfg.max_recv_data_segment_length as usize {
             return None;
         }
         let (data_at, total) = frame_layout(&h, &cfg);
         let have = buf.len();
-        if have >= total {
+        if have < data_at || have >= total {
             return None;
         }
-        let skip = data_at.wrapping_neg() % DATA_ALIGN;
-        let mut pdu = LargePdu {
-            // Not zeroed: only the received bytes are ever exposed (see the module docs).
-            buf: AlignedBuf::for_overwrite(skip + total),
-            skip,
-            total,
-            filled: have,
+        let tail_len = total - data_at;
+        let mut tail = AlignedBuf::for_overwrite(tail_len);
+        let got = buf.get(data_at..)?;
+        tail.as_mut_slice()
+            .get_mut(..got.len())?
+            .copy_from_slice(got);
+        let pdu = LargePdu {
+            head: buf.get(..data_at)?.to_vec(),
+            tail,
+            tail_len,
+            filled: got.len(),
         };
-        pdu.buf
-            .as_mut_slice()
-            .get_mut(skip..skip + have)?
-            .copy_from_slice(buf);
         buf.clear();
         Some(pdu)
     }
 
-    /// Reads more of the PDU from `sock` (never past its end). Cancel safe: bytes are
-    /// counted only once the read returned them. `Ok(0)` means the peer closed.
+    /// Reads more of the tail from `sock` (at most what it still lacks). Ok(0): the peer
+    /// closed the connection.
     pub(crate) async fn read(&mut self, sock: &mut TcpStream) -> std::io::Result<usize> {
-        let (from, to) = (self.skip + self.filled, self.skip + self.total);
-        let Some(rest) = self.buf.as_mut_slice().get_mut(from..to) else {
+        let Some(rest) = self.tail.as_mut_slice().get_mut(self.filled..self.tail_len) else {
             return Ok(0);
         };
         let n = sock.read(rest).await?;
@@ -96,26 +99,20 @@ impl LargePdu {
         Ok(n)
     }
 
-    /// Bytes of the buffer this PDU holds (alignment slack included), for the data budget.
+    /// Memory this PDU holds while it is received: its header and its tail buffer.
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.skip + self.total
+        self.head.len() + self.tail.len()
     }
 
-    /// True once the whole PDU is in the buffer.
     pub(crate) fn is_complete(&self) -> bool {
-        self.filled >= self.total
+        self.filled >= self.tail_len
     }
 
-    /// The received PDU; only meaningful once [`LargePdu::is_complete`].
-    pub(crate) fn into_frame(self) -> Bytes {
-        let (skip, filled) = (self.skip, self.filled.min(self.total));
-        Bytes::from_owner(self.buf).slice(skip..skip + filled)
-    }
-
-    /// Address of the data segment (for tests: it must be aligned).
-    #[cfg(test)]
-    fn data_ptr(&self, data_at: usize) -> usize {
-        self.buf.as_slice().as_ptr() as usize + self.skip + data_at
+    /// The received PDU: its header and its tail, for `Connection::handle_split_frame`.
+    /// Only call once [`LargePdu::is_complete`].
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Bytes) {
+        let filled = self.filled.min(self.tail_len);
+        (self.head, Bytes::from_owner(self.tail).slice(..filled))
     }
 }
 

@@ -35,9 +35,9 @@ use crate::config::{Limits, LoginPolicy, ServerConfig, SessionInfo, SessionParam
 use crate::login::auth::Authenticator;
 use crate::login::{Login, LoginStep};
 use crate::pdu::{
-    decode_frame, frame_len, next_pdu, reject_reason, AsyncMessage, Bhs, Disposition, FrameConfig,
-    FrameError, LoginRequest, LoginResponse, LogoutRequest, NopOut, Pdu, Reject, SnFields,
-    TaskMgmtRequest, TextRequest,
+    decode_split, frame_layout, frame_len, next_pdu, reject_reason, AsyncMessage, Bhs, Disposition,
+    FrameConfig, FrameError, LoginRequest, LoginResponse, LogoutRequest, NopOut, Pdu, Reject,
+    SnFields, TaskMgmtRequest, TextRequest,
 };
 use write::WriteState;
 
@@ -363,15 +363,36 @@ impl Connection {
         policy: &dyn LoginPolicy,
         now: Instant,
     ) -> Result<(), ConnectionError> {
+        let split = Bhs::read(&frame)
+            .map(|h| frame_layout(&h, &self.frame).0)
+            .unwrap_or(0)
+            .min(frame.len());
+        self.handle_split_frame(&frame[..split], frame.slice(split..), policy, now)
+    }
+
+    /// [`Connection::handle_frame`] for a PDU received in two parts: `head`, everything in
+    /// front of the data segment (BHS, AHS, header digest), and `tail`, the rest (data
+    /// segment, padding, data digest). The data segment can then sit at the start of a
+    /// buffer sized for it alone.
+    pub fn handle_split_frame(
+        &mut self,
+        head: &[u8],
+        tail: Bytes,
+        policy: &dyn LoginPolicy,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
         self.check_buffered();
         if let Some(stop) = self.input_stop() {
             return stop;
         }
-        let pdu = match frame_len(&frame, &self.frame) {
-            Ok(Some(n)) if n == frame.len() => decode_frame(frame, &self.frame),
+        let pdu = match frame_len(head, &self.frame) {
             Ok(_) => {
-                self.set_closed();
-                return Err(ConnectionError::Protocol("frame is not one whole PDU"));
+                let whole = Bhs::read(head).map(|h| frame_layout(&h, &self.frame));
+                if whole != Some((head.len(), head.len() + tail.len())) {
+                    self.set_closed();
+                    return Err(ConnectionError::Protocol("frame is not one whole PDU"));
+                }
+                decode_split(head, tail, &self.frame)
             }
             Err(e) => Err(e),
         };

@@ -1756,6 +1756,65 @@ fn handle_frame_takes_one_whole_pdu() {
     assert!(h.c.is_closed());
 }
 
+/// `handle_split_frame` takes a PDU received in two parts (header; data segment with its
+/// digest), checks both digests, and refuses parts that are not split where the data
+/// segment starts.
+#[test]
+fn handle_split_frame_takes_header_and_tail() {
+    let mut h = H::new(Limits::default());
+    h.login(&["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"]);
+    let payload = Bytes::from((0..8192u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let data_at = 48 + 4;
+    let c = h.cmd(false, true, 8192, payload.clone(), true);
+    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
+    h.c.handle_split_frame(&wire[..data_at], wire.slice(data_at..), &Allow, h.now)
+        .unwrap();
+    let cmd = h.only_command();
+    assert_eq!(cmd.data_out, DataOut::Complete(payload.clone()));
+
+    // A corrupt data digest in the tail: Reject, the connection goes on.
+    let c = h.cmd(false, true, 8192, payload.clone(), true);
+    let mut bad = BytesMut::from(&Pdu::ScsiCommand(c).to_bytes(true, true)[..]);
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    let bad = bad.freeze();
+    h.c.handle_split_frame(&bad[..data_at], bad.slice(data_at..), &Allow, h.now)
+        .unwrap();
+    let out = h.out();
+    assert!(
+        matches!(out.as_slice(), [Pdu::Reject(Reject { reason: 2, .. })]),
+        "{out:?}"
+    );
+    assert!(!h.c.is_closed());
+
+    // Split one byte late: not a header and a tail, the connection closes.
+    let c = h.cmd(false, true, 8192, payload.clone(), true);
+    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
+    assert!(h
+        .c
+        .handle_split_frame(
+            &wire[..data_at + 1],
+            wire.slice(data_at + 1..),
+            &Allow,
+            h.now
+        )
+        .is_err());
+    assert!(h.c.is_closed());
+
+    // A corrupt header digest is fatal.
+    let mut h = H::new(Limits::default());
+    h.login(&["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"]);
+    let c = h.cmd(false, true, 8192, payload, true);
+    let mut bad = BytesMut::from(&Pdu::ScsiCommand(c).to_bytes(true, true)[..]);
+    bad[49] ^= 0xff;
+    let bad = bad.freeze();
+    assert!(h
+        .c
+        .handle_split_frame(&bad[..data_at], bad.slice(data_at..), &Allow, h.now)
+        .is_err());
+    assert!(h.c.is_closed());
+}
+
 /// `buffered_write_bytes` is a counter; in debug builds every public entry point checks it
 /// against the sum over the tasks, so these tests also catch drift on the way.
 fn walk_buffered(c: &Connection) -> usize {

@@ -44,6 +44,12 @@ macro_rules! field {
 }
 
 impl Bhs {
+    /// The header at the front of `buf`, if it holds one.
+    pub fn read(buf: &[u8]) -> Option<Bhs> {
+        let mut h = [0u8; BHS_LEN];
+        h.copy_from_slice(buf.get(..BHS_LEN)?);
+        Some(Bhs(h))
+    }
     /// A header with the given opcode and immediate bit.
     pub fn new(opcode: u8, immediate: bool) -> Self {
         let mut b = Bhs::default();

@@ -89,9 +89,7 @@ impl FrameError {
 }
 
 fn header_of(buf: &[u8]) -> Option<Bhs> {
-    let mut h = [0u8; BHS_LEN];
-    h.copy_from_slice(buf.get(..BHS_LEN)?);
-    Some(Bhs(h))
+    Bhs::read(buf)
 }
 
 /// Total length of the PDU at the start of `buf`, or `None` if more bytes are needed.
@@ -135,45 +133,52 @@ pub fn frame_layout(h: &Bhs, cfg: &FrameConfig) -> (usize, usize) {
 /// Decodes one complete frame (exactly the bytes [`frame_len`] reported).
 pub fn decode_frame(frame: Bytes, cfg: &FrameConfig) -> Result<Pdu, FrameError> {
     let h = header_of(&frame).ok_or(FrameError::DataSegmentTooLong { len: 0, max: 0 })?;
-    let ahs_len = h.total_ahs_words() as usize * 4;
-    let head = BHS_LEN + ahs_len;
-    let hd = if cfg.header_digest { 4 } else { 0 };
+    let (data_at, _) = frame_layout(&h, cfg);
+    let split = data_at.min(frame.len());
+    decode_split(&frame[..split], frame.slice(split..), cfg)
+}
+
+/// Decodes one complete PDU received in two parts: `head` is everything in front of the
+/// data segment (BHS, AHS, header digest) and `tail` the rest (data segment, padding, data
+/// digest). This lets a large data segment be received into a buffer of its own, sized for
+/// the data alone; the data handed on is a slice of `tail`, not a copy.
+pub fn decode_split(head: &[u8], tail: Bytes, cfg: &FrameConfig) -> Result<Pdu, FrameError> {
+    let h = header_of(head).ok_or(FrameError::DataSegmentTooLong { len: 0, max: 0 })?;
+    let ahs_end = BHS_LEN + h.total_ahs_words() as usize * 4;
     if cfg.header_digest {
-        let d = frame.get(head..head + 4).ok_or(FrameError::HeaderDigest {
-            expected: 0,
-            got: 0,
-        })?;
+        let d = head
+            .get(ahs_end..ahs_end + 4)
+            .ok_or(FrameError::HeaderDigest {
+                expected: 0,
+                got: 0,
+            })?;
         let got = digest::from_wire([d[0], d[1], d[2], d[3]]);
-        let expected = digest::crc32c(frame.get(..head).unwrap_or_default());
+        let expected = digest::crc32c(head.get(..ahs_end).unwrap_or_default());
         if got != expected {
             return Err(FrameError::HeaderDigest { expected, got });
         }
     }
+    let (data_at, _) = frame_layout(&h, cfg);
     let dsl = h.data_segment_len() as usize;
-    let data_start = head + hd;
     let padded = dsl + pad_len(dsl);
-    if frame.len() < data_start + padded {
+    if head.len() < data_at || tail.len() < padded {
         return Err(FrameError::DataSegmentTooLong {
             len: dsl as u32,
             max: cfg.max_recv_data_segment_length,
         });
     }
     if cfg.data_digest && dsl > 0 {
-        let d = frame
-            .get(data_start + padded..data_start + padded + 4)
+        let d = tail
+            .get(padded..padded + 4)
             .ok_or(FrameError::DataDigest { header: h })?;
         let got = digest::from_wire([d[0], d[1], d[2], d[3]]);
-        let expected = digest::crc32c(
-            frame
-                .get(data_start..data_start + padded)
-                .unwrap_or_default(),
-        );
+        let expected = digest::crc32c(tail.get(..padded).unwrap_or_default());
         if got != expected {
             return Err(FrameError::DataDigest { header: h });
         }
     }
-    let ahs = frame.get(BHS_LEN..head).unwrap_or_default();
-    let data = frame.slice(data_start..data_start + dsl);
+    let ahs = head.get(BHS_LEN..ahs_end).unwrap_or_default();
+    let data = tail.slice(..dsl);
     Pdu::from_parts(&h, ahs, data).map_err(|e| match e {
         DecodeError::UnknownOpcode(opcode) => FrameError::UnknownOpcode { opcode, header: h },
         DecodeError::BadAhs => FrameError::BadAhs { header: h },
@@ -200,6 +205,12 @@ pub fn decode_pdu_for_fuzz(bytes: &[u8]) {
             data_digest: dd,
             max_recv_data_segment_length: 65536,
         };
+        // The two-part decoding of a PDU received outside the input buffer, split at a
+        // few points (the usual one is where the data segment starts: 48 or 52).
+        for at in [0, BHS_LEN, BHS_LEN + 4, bytes.len() / 2, bytes.len()] {
+            let at = at.min(bytes.len());
+            let _ = decode_split(&bytes[..at], Bytes::copy_from_slice(&bytes[at..]), &cfg);
+        }
         let mut buf = BytesMut::from(bytes);
         for _ in 0..64 {
             match next_pdu(&mut buf, &cfg) {

@@ -13,8 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub use bhs::{Bhs, BHS_LEN};
 pub use frame::{
-    decode_frame, decode_pdu_for_fuzz, frame_layout, frame_len, next_pdu, Disposition, FrameConfig,
-    FrameError,
+    decode_frame, decode_pdu_for_fuzz, decode_split, frame_layout, frame_len, next_pdu,
+    Disposition, FrameConfig, FrameError,
 };
 pub use initiator::*;
 pub use target::*;

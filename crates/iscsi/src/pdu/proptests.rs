@@ -312,8 +312,20 @@ proptest! {
         let mut buf = BytesMut::from(&wire[..]);
         buf.extend_from_slice(b"trailing");
         let got = next_pdu(&mut buf, &cfg);
-        prop_assert_eq!(got, Ok(Some(pdu)));
+        prop_assert_eq!(got, Ok(Some(pdu.clone())));
         prop_assert_eq!(&buf[..], b"trailing");
+        // The same PDU received in two parts, split where its data segment starts.
+        let h = Bhs::read(&wire).unwrap();
+        let (data_at, total) = frame_layout(&h, &cfg);
+        prop_assert_eq!(total, wire.len());
+        prop_assert_eq!(decode_split(&wire[..data_at], wire.slice(data_at..), &cfg), Ok(pdu));
+    }
+
+    #[test]
+    fn arbitrary_split_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), at: usize, hd: bool, dd: bool) {
+        let cfg = FrameConfig { header_digest: hd, data_digest: dd, max_recv_data_segment_length: 1 << 20 };
+        let at = at % (bytes.len() + 1);
+        let _ = decode_split(&bytes[..at], Bytes::copy_from_slice(&bytes[at..]), &cfg);
     }
 
     #[test]

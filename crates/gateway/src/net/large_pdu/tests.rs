@@ -1,11 +1,14 @@
-//! `LargePdu`: which PDUs take the aligned path, and that the frame handed on is exactly
-//! the bytes sent, with its data segment aligned, even in a recycled dirty buffer.
+//! `LargePdu`: which PDUs take the aligned path, and that the parts handed on are exactly
+//! the bytes sent, with the data segment at the aligned start of a buffer sized for the
+//! tail alone, even when that buffer is a recycled dirty one.
 #![allow(clippy::unwrap_used)]
 
 use super::*;
 use iscsi::pdu::{Pdu, ScsiDataOut};
 use iscsi::{Limits, SessionParams, SessionType};
 use tokio::io::AsyncWriteExt;
+
+const DATA_ALIGN: usize = bufpool::BUF_ALIGN;
 
 fn session(digests: bool) -> SessionInfo {
     let mut params = SessionParams::defaults(&Limits::default());
@@ -51,6 +54,17 @@ fn only_incomplete_large_data_pdus_take_the_aligned_path() {
     let mut buf = BytesMut::from(&whole[..60]);
     assert!(LargePdu::start(&mut buf, &s).is_some());
     assert!(buf.is_empty(), "the bytes moved to the PDU's buffer");
+    // With a header digest the header is 52 bytes: 50 are not enough to start.
+    let s = session(true);
+    let whole = data_out(MIN_SEGMENT, true);
+    let mut buf = BytesMut::from(&whole[..50]);
+    assert!(
+        LargePdu::start(&mut buf, &s).is_none(),
+        "header digest missing"
+    );
+    assert_eq!(buf.len(), 50, "left in place");
+    let mut buf = BytesMut::from(&whole[..52]);
+    assert!(LargePdu::start(&mut buf, &s).is_some());
 }
 
 #[tokio::test]
@@ -64,23 +78,35 @@ async fn received_frame_is_exact_and_aligned_in_a_recycled_buffer() {
         let s = session(digests);
         let wire = data_out(128 << 10, digests);
         let data_at = iscsi::pdu::BHS_LEN + if digests { 4 } else { 0 };
-        // A dirty buffer of the class the PDU needs waits in this thread's free list.
-        let mut dirty = AlignedBuf::for_overwrite(wire.len() + DATA_ALIGN);
+        // A dirty buffer of the class the tail needs waits in this thread's free list.
+        let mut dirty = AlignedBuf::for_overwrite(wire.len() - data_at);
         dirty.as_mut_slice().fill(0xee);
         drop(dirty);
         let mut buf = BytesMut::from(&wire[..100]);
         let mut pdu = LargePdu::start(&mut buf, &s).unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(pdu.tail.as_slice().as_ptr() as usize % DATA_ALIGN, 0);
         assert_eq!(
-            pdu.data_ptr(data_at) % DATA_ALIGN,
-            0,
-            "data segment aligned"
+            pdu.tail.len(),
+            wire.len() - data_at,
+            "the tail buffer holds the data segment and its digest only"
         );
         tx.write_all(&wire[100..]).await.unwrap();
         while !pdu.is_complete() {
             assert!(pdu.read(&mut rx).await.unwrap() > 0);
         }
-        let frame = pdu.into_frame();
-        assert_eq!(frame, wire, "exactly the bytes sent, nothing stale");
+        let (head, tail) = pdu.into_parts();
+        assert_eq!(head, &wire[..data_at], "the header, exactly");
+        assert_eq!(
+            tail,
+            wire.slice(data_at..),
+            "the tail, exactly, nothing stale"
+        );
+        assert_eq!(
+            tail.as_ptr() as usize % DATA_ALIGN,
+            0,
+            "data segment aligned"
+        );
     }
 }
 
@@ -109,10 +135,7 @@ async fn a_pdu_being_received_counts_in_the_data_budget_until_handed_over() {
     let mut buf = BytesMut::from(&wire[..100]);
     large = LargePdu::start(&mut buf, &s);
     let n = large.as_ref().unwrap().buffered_bytes();
-    assert!(
-        (wire.len()..wire.len() + DATA_ALIGN).contains(&n),
-        "the frame and its alignment slack: {n}"
-    );
+    assert_eq!(n, wire.len(), "the header and the tail buffer");
     assert_eq!(assembling(&conn, large.as_ref()), n);
     tx.write_all(&wire[100..]).await.unwrap();
     while !large.as_ref().unwrap().is_complete() {
@@ -124,7 +147,7 @@ async fn a_pdu_being_received_counts_in_the_data_budget_until_handed_over() {
         );
     }
     // What the connection loop does: take it out and hand the frame on.
-    let frame = large.take_if(|p| p.is_complete()).unwrap().into_frame();
+    let (head, tail) = large.take_if(|p| p.is_complete()).unwrap().into_parts();
     assert_eq!(assembling(&conn, large.as_ref()), 0);
-    assert_eq!(frame, wire);
+    assert_eq!([&head[..], &tail[..]].concat(), &wire[..]);
 }
