@@ -88,14 +88,16 @@ impl TargetRuntime {
         let lun = cmd.lun;
         let class = CommandClass::of(&cmd.cdb);
         let data_out_len = cmd.data_out.len();
-        let mut resp = self.run(nexus, cmd).await;
+        // Looked up once: the gate check, the I/O and the metrics all use it.
+        let backend = self.backends.get(&lun).map(Arc::as_ref);
+        let mut resp = self.run(nexus, cmd, backend).await;
         if resp.pr_state_changed {
             if let Err(e) = self.save_pr_state(lun).await {
                 error!(target = %self.name, lun, error = %e, "cannot save persistent-reservation state");
                 resp = internal_target_failure().with_data_out_len(resp.data_out_len);
             }
         }
-        if let Some(backend) = self.backends.get(&lun) {
+        if let Some(backend) = backend {
             backend
                 .metrics
                 .record(&outcome(class, &resp, data_out_len, started));
@@ -122,8 +124,13 @@ impl TargetRuntime {
             .map_err(|e| e.to_string())
     }
 
-    async fn run(&self, nexus: &Nexus, cmd: CommandInput) -> Response {
-        if let Some(refused) = lun_gate::refuse(self.backends.get(&cmd.lun), &cmd.cdb) {
+    async fn run(
+        &self,
+        nexus: &Nexus,
+        cmd: CommandInput,
+        backend: Option<&LunBackend>,
+    ) -> Response {
+        if let Some(refused) = lun_gate::refuse(backend, &cmd.cdb) {
             return refused;
         }
         let mut task = {
@@ -144,7 +151,7 @@ impl TargetRuntime {
             Step::Done(resp) => return resp,
             Step::Io(req) => req,
         };
-        let Some(backend) = self.backends.get(&cmd.lun) else {
+        let Some(backend) = backend else {
             // Every LUN of the model is opened with its backend (targets.rs), so this is a bug.
             warn!(lun = cmd.lun, "I/O requested for a LUN without a backend");
             return internal_target_failure();

@@ -109,7 +109,7 @@ pub fn not_ready() -> Response {
 }
 
 /// The response for a command on a LUN that is not served, or `None` to run it.
-pub fn refuse(backend: Option<&Arc<LunBackend>>, cdb: &[u8]) -> Option<Response> {
+pub fn refuse(backend: Option<&LunBackend>, cdb: &[u8]) -> Option<Response> {
     let backend = backend?;
     // INQUIRY, REPORT LUNS, REQUEST SENSE: answered from the model (identity stays visible).
     if matches!(cdb.first(), Some(0x12) | Some(0xA0) | Some(0x03)) {
