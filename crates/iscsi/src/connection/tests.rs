@@ -1722,97 +1722,67 @@ fn a_held_command_that_fails_leaves_the_queue() {
     assert!(matches!(h.out().as_slice(), [Pdu::NopIn(n)] if n.itt == RESERVED_TAG));
 }
 
-/// `handle_frame` takes a whole PDU received outside the input buffer (the gateway's
-/// aligned receive of large data segments) exactly as `handle_input` would, rejects a
-/// corrupt data digest, and refuses something that is not one whole PDU.
+/// A PDU received outside the input buffer (the gateway's aligned receive of large data
+/// segments), whole (`handle_frame`) or as header and tail (`handle_split_frame`), is taken
+/// exactly as `handle_input` would take it. A corrupt data digest gets a Reject and the
+/// connection goes on; something that is not one whole PDU (cut short, or split anywhere
+/// but where the data segment starts) or a corrupt header digest closes the connection.
 #[test]
-fn handle_frame_takes_one_whole_pdu() {
-    let mut h = H::new(Limits::default());
-    h.login(&["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"]);
+fn frames_received_outside_the_input_buffer() {
+    // BHS and header digest: where the data segment starts.
+    const DATA_AT: usize = 48 + 4;
+    fn feed(h: &mut H, wire: Bytes, split_at: Option<usize>) -> Result<(), ConnectionError> {
+        let now = h.now;
+        match split_at {
+            Some(at) => {
+                h.c.handle_split_frame(&wire[..at], wire.slice(at..), &Allow, now)
+            }
+            None => h.c.handle_frame(wire, &Allow, now),
+        }
+    }
     let payload = Bytes::from((0..8192u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
-    let c = h.cmd(false, true, 8192, payload.clone(), true);
-    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
-    h.c.handle_frame(wire, &Allow, h.now).unwrap();
-    let cmd = h.only_command();
-    assert_eq!(cmd.data_out, DataOut::Complete(payload.clone()));
+    let wire = |h: &mut H| {
+        let c = h.cmd(false, true, 8192, payload.clone(), true);
+        Pdu::ScsiCommand(c).to_bytes(true, true)
+    };
+    let digests = ["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"];
+    for split in [None, Some(DATA_AT)] {
+        let mut h = H::new(Limits::default());
+        h.login(&digests);
+        let w = wire(&mut h);
+        feed(&mut h, w, split).unwrap();
+        let cmd = h.only_command();
+        assert_eq!(cmd.data_out, DataOut::Complete(payload.clone()));
 
-    let c = h.cmd(false, true, 8192, payload.clone(), true);
-    let mut bad = BytesMut::from(&Pdu::ScsiCommand(c).to_bytes(true, true)[..]);
-    let n = bad.len();
-    bad[n - 1] ^= 0xff;
-    h.c.handle_frame(bad.freeze(), &Allow, h.now).unwrap();
-    let out = h.out();
-    assert!(
-        matches!(out.as_slice(), [Pdu::Reject(Reject { reason: 2, .. })]),
-        "{out:?}"
-    );
+        let mut bad = BytesMut::from(&wire(&mut h)[..]);
+        let n = bad.len();
+        bad[n - 1] ^= 0xff;
+        feed(&mut h, bad.freeze(), split).unwrap();
+        let out = h.out();
+        assert!(
+            matches!(out.as_slice(), [Pdu::Reject(Reject { reason: 2, .. })]),
+            "{out:?}"
+        );
+        assert!(!h.c.is_closed());
 
-    let c = h.cmd(false, true, 8192, payload, true);
-    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
-    assert!(h
-        .c
-        .handle_frame(wire.slice(..wire.len() - 4), &Allow, h.now)
-        .is_err());
-    assert!(h.c.is_closed());
-}
+        let w = wire(&mut h);
+        let not_whole = match split {
+            None => feed(&mut h, w.slice(..w.len() - 4), None),
+            Some(at) => feed(&mut h, w, Some(at + 1)),
+        };
+        assert!(not_whole.is_err(), "split {split:?}");
+        assert!(h.c.is_closed());
 
-/// `handle_split_frame` takes a PDU received in two parts (header; data segment with its
-/// digest), checks both digests, and refuses parts that are not split where the data
-/// segment starts.
-#[test]
-fn handle_split_frame_takes_header_and_tail() {
-    let mut h = H::new(Limits::default());
-    h.login(&["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"]);
-    let payload = Bytes::from((0..8192u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
-    let data_at = 48 + 4;
-    let c = h.cmd(false, true, 8192, payload.clone(), true);
-    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
-    h.c.handle_split_frame(&wire[..data_at], wire.slice(data_at..), &Allow, h.now)
-        .unwrap();
-    let cmd = h.only_command();
-    assert_eq!(cmd.data_out, DataOut::Complete(payload.clone()));
-
-    // A corrupt data digest in the tail: Reject, the connection goes on.
-    let c = h.cmd(false, true, 8192, payload.clone(), true);
-    let mut bad = BytesMut::from(&Pdu::ScsiCommand(c).to_bytes(true, true)[..]);
-    let n = bad.len();
-    bad[n - 1] ^= 0xff;
-    let bad = bad.freeze();
-    h.c.handle_split_frame(&bad[..data_at], bad.slice(data_at..), &Allow, h.now)
-        .unwrap();
-    let out = h.out();
-    assert!(
-        matches!(out.as_slice(), [Pdu::Reject(Reject { reason: 2, .. })]),
-        "{out:?}"
-    );
-    assert!(!h.c.is_closed());
-
-    // Split one byte late: not a header and a tail, the connection closes.
-    let c = h.cmd(false, true, 8192, payload.clone(), true);
-    let wire = Pdu::ScsiCommand(c).to_bytes(true, true);
-    assert!(h
-        .c
-        .handle_split_frame(
-            &wire[..data_at + 1],
-            wire.slice(data_at + 1..),
-            &Allow,
-            h.now
-        )
-        .is_err());
-    assert!(h.c.is_closed());
-
-    // A corrupt header digest is fatal.
-    let mut h = H::new(Limits::default());
-    h.login(&["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"]);
-    let c = h.cmd(false, true, 8192, payload, true);
-    let mut bad = BytesMut::from(&Pdu::ScsiCommand(c).to_bytes(true, true)[..]);
-    bad[49] ^= 0xff;
-    let bad = bad.freeze();
-    assert!(h
-        .c
-        .handle_split_frame(&bad[..data_at], bad.slice(data_at..), &Allow, h.now)
-        .is_err());
-    assert!(h.c.is_closed());
+        let mut h = H::new(Limits::default());
+        h.login(&digests);
+        let mut bad = BytesMut::from(&wire(&mut h)[..]);
+        bad[49] ^= 0xff;
+        assert!(
+            feed(&mut h, bad.freeze(), split).is_err(),
+            "split {split:?}"
+        );
+        assert!(h.c.is_closed());
+    }
 }
 
 /// `buffered_write_bytes` is a counter; in debug builds every public entry point checks it
