@@ -19,7 +19,7 @@
 //!
 //! The buffer is taken with `AlignedBuf::for_overwrite`, so it may hold an earlier
 //! command's bytes: [`LargePdu::into_parts`] is called only once every byte of the tail was
-//! received (`filled == tail_len`).
+//! received (`filled` covers the whole tail buffer).
 //!
 //! The header must be whole in the input buffer for this path to start; when it is not, the
 //! connection reads on into the input buffer and the PDU takes the ordinary path (or this
@@ -44,9 +44,8 @@ const MIN_SEGMENT: usize = 4096;
 pub(crate) struct LargePdu {
     /// BHS, AHS and header digest, whole.
     head: Vec<u8>,
-    /// Data segment, padding and data digest: `tail_len` bytes at the start.
+    /// Data segment, padding and data digest: exactly the tail's length.
     tail: AlignedBuf,
-    tail_len: usize,
     /// Bytes of the tail received so far.
     filled: usize,
 }
@@ -69,11 +68,12 @@ impl LargePdu {
         }
         let (data_at, total) = frame_layout(&h, &cfg);
         let have = buf.len();
+        // Header not whole yet (read on), or nothing left to receive.
         if have < data_at || have >= total {
             return None;
         }
-        let tail_len = total - data_at;
-        let mut tail = AlignedBuf::for_overwrite(tail_len);
+        // Not zeroed: only received bytes are ever exposed (see the module docs).
+        let mut tail = AlignedBuf::for_overwrite(total - data_at);
         let got = buf.get(data_at..)?;
         tail.as_mut_slice()
             .get_mut(..got.len())?
@@ -81,17 +81,16 @@ impl LargePdu {
         let pdu = LargePdu {
             head: buf.get(..data_at)?.to_vec(),
             tail,
-            tail_len,
             filled: got.len(),
         };
         buf.clear();
         Some(pdu)
     }
 
-    /// Reads more of the tail from `sock` (at most what it still lacks). Ok(0): the peer
-    /// closed the connection.
+    /// Reads more of the tail from `sock` (never past its end). Cancel safe: bytes are
+    /// counted only once the read returned them. `Ok(0)` means the peer closed.
     pub(crate) async fn read(&mut self, sock: &mut TcpStream) -> std::io::Result<usize> {
-        let Some(rest) = self.tail.as_mut_slice().get_mut(self.filled..self.tail_len) else {
+        let Some(rest) = self.tail.as_mut_slice().get_mut(self.filled..) else {
             return Ok(0);
         };
         let n = sock.read(rest).await?;
@@ -104,14 +103,15 @@ impl LargePdu {
         self.head.len() + self.tail.len()
     }
 
+    /// True once the whole tail is in its buffer.
     pub(crate) fn is_complete(&self) -> bool {
-        self.filled >= self.tail_len
+        self.filled >= self.tail.len()
     }
 
     /// The received PDU: its header and its tail, for `Connection::handle_split_frame`.
     /// Only call once [`LargePdu::is_complete`].
     pub(crate) fn into_parts(self) -> (Vec<u8>, Bytes) {
-        let filled = self.filled.min(self.tail_len);
+        let filled = self.filled.min(self.tail.len());
         (self.head, Bytes::from_owner(self.tail).slice(..filled))
     }
 }
