@@ -3,7 +3,7 @@
 //! write data assembly, Data-In splitting, task management, NOP pings, text, logout.
 //!
 //! Sans-IO: bytes in through [`Connection::handle_input`] (or one whole PDU received
-//! elsewhere, e.g. into an aligned buffer, through [`Connection::handle_frame`]), events
+//! elsewhere, e.g. into an aligned buffer, through [`Connection::handle_split_frame`]), events
 //! out through [`Connection::poll_event`], bytes out through [`Connection::poll_transmit`],
 //! time through [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
 //!
@@ -353,27 +353,13 @@ impl Connection {
         }
     }
 
-    /// Consumes one complete PDU that was received outside `handle_input`'s buffer: the
-    /// gateway reads a large data segment straight into an aligned buffer of its own. Must
-    /// be the next PDU of the stream (nothing left unconsumed in the `handle_input` buffer).
-    /// Errors as for [`Connection::handle_input`].
-    pub fn handle_frame(
-        &mut self,
-        frame: Bytes,
-        policy: &dyn LoginPolicy,
-        now: Instant,
-    ) -> Result<(), ConnectionError> {
-        let split = Bhs::read(&frame)
-            .map(|h| frame_layout(&h, &self.frame).0)
-            .unwrap_or(0)
-            .min(frame.len());
-        self.handle_split_frame(&frame[..split], frame.slice(split..), policy, now)
-    }
-
-    /// [`Connection::handle_frame`] for a PDU received in two parts: `head`, everything in
-    /// front of the data segment (BHS, AHS, header digest), and `tail`, the rest (data
-    /// segment, padding, data digest). The data segment can then sit at the start of a
-    /// buffer sized for it alone.
+    /// Consumes one complete PDU that was received outside `handle_input`'s buffer, in two
+    /// parts: `head`, everything in front of the data segment (BHS, AHS, header digest), and
+    /// `tail`, the rest (data segment, padding, data digest). The gateway reads a large data
+    /// segment straight into an aligned buffer sized for it alone. Must be the next PDU of
+    /// the stream (nothing left unconsumed in the `handle_input` buffer). Errors as for
+    /// [`Connection::handle_input`]; parts that are not one whole PDU split where its data
+    /// segment starts close the connection.
     pub fn handle_split_frame(
         &mut self,
         head: &[u8],

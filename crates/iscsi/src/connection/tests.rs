@@ -1722,23 +1722,18 @@ fn a_held_command_that_fails_leaves_the_queue() {
     assert!(matches!(h.out().as_slice(), [Pdu::NopIn(n)] if n.itt == RESERVED_TAG));
 }
 
-/// A PDU received outside the input buffer (the gateway's aligned receive of large data
-/// segments), whole (`handle_frame`) or as header and tail (`handle_split_frame`), is taken
-/// exactly as `handle_input` would take it. A corrupt data digest gets a Reject and the
-/// connection goes on; something that is not one whole PDU (cut short, or split anywhere
-/// but where the data segment starts) or a corrupt header digest closes the connection.
+/// A PDU received outside the input buffer as header and tail (`handle_split_frame`, the
+/// gateway's aligned receive of large data segments) is taken exactly as `handle_input`
+/// would take it. A corrupt data digest gets a Reject and the connection goes on; parts that
+/// are not one whole PDU (cut short, or split anywhere but where the data segment starts) or
+/// a corrupt header digest close the connection.
 #[test]
 fn frames_received_outside_the_input_buffer() {
     // BHS and header digest: where the data segment starts.
     const DATA_AT: usize = 48 + 4;
-    fn feed(h: &mut H, wire: Bytes, split_at: Option<usize>) -> Result<(), ConnectionError> {
+    fn feed(h: &mut H, wire: Bytes, at: usize) -> Result<(), ConnectionError> {
         let now = h.now;
-        match split_at {
-            Some(at) => {
-                h.c.handle_split_frame(&wire[..at], wire.slice(at..), &Allow, now)
-            }
-            None => h.c.handle_frame(wire, &Allow, now),
-        }
+        h.c.handle_split_frame(&wire[..at], wire.slice(at..), &Allow, now)
     }
     let payload = Bytes::from((0..8192u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
     let wire = |h: &mut H| {
@@ -1746,18 +1741,19 @@ fn frames_received_outside_the_input_buffer() {
         Pdu::ScsiCommand(c).to_bytes(true, true)
     };
     let digests = ["HeaderDigest=CRC32C,None", "DataDigest=CRC32C,None"];
-    for split in [None, Some(DATA_AT)] {
+    // Not whole: the tail cut short, or split one byte late.
+    for not_whole in ["cut short", "split late"] {
         let mut h = H::new(Limits::default());
         h.login(&digests);
         let w = wire(&mut h);
-        feed(&mut h, w, split).unwrap();
+        feed(&mut h, w, DATA_AT).unwrap();
         let cmd = h.only_command();
         assert_eq!(cmd.data_out, DataOut::Complete(payload.clone()));
 
         let mut bad = BytesMut::from(&wire(&mut h)[..]);
         let n = bad.len();
         bad[n - 1] ^= 0xff;
-        feed(&mut h, bad.freeze(), split).unwrap();
+        feed(&mut h, bad.freeze(), DATA_AT).unwrap();
         let out = h.out();
         assert!(
             matches!(out.as_slice(), [Pdu::Reject(Reject { reason: 2, .. })]),
@@ -1766,23 +1762,20 @@ fn frames_received_outside_the_input_buffer() {
         assert!(!h.c.is_closed());
 
         let w = wire(&mut h);
-        let not_whole = match split {
-            None => feed(&mut h, w.slice(..w.len() - 4), None),
-            Some(at) => feed(&mut h, w, Some(at + 1)),
+        let r = match not_whole {
+            "cut short" => feed(&mut h, w.slice(..w.len() - 4), DATA_AT),
+            _ => feed(&mut h, w, DATA_AT + 1),
         };
-        assert!(not_whole.is_err(), "split {split:?}");
-        assert!(h.c.is_closed());
-
-        let mut h = H::new(Limits::default());
-        h.login(&digests);
-        let mut bad = BytesMut::from(&wire(&mut h)[..]);
-        bad[49] ^= 0xff;
-        assert!(
-            feed(&mut h, bad.freeze(), split).is_err(),
-            "split {split:?}"
-        );
+        assert!(r.is_err(), "{not_whole}");
         assert!(h.c.is_closed());
     }
+
+    let mut h = H::new(Limits::default());
+    h.login(&digests);
+    let mut bad = BytesMut::from(&wire(&mut h)[..]);
+    bad[49] ^= 0xff;
+    assert!(feed(&mut h, bad.freeze(), DATA_AT).is_err());
+    assert!(h.c.is_closed());
 }
 
 /// `buffered_write_bytes` is a counter; in debug builds every public entry point checks it

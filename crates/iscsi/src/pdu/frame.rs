@@ -88,14 +88,10 @@ impl FrameError {
     }
 }
 
-fn header_of(buf: &[u8]) -> Option<Bhs> {
-    Bhs::read(buf)
-}
-
 /// Total length of the PDU at the start of `buf`, or `None` if more bytes are needed.
 /// Checks the data segment limit and (when enough bytes are present) the header digest.
 pub fn frame_len(buf: &[u8], cfg: &FrameConfig) -> Result<Option<usize>, FrameError> {
-    let Some(h) = header_of(buf) else {
+    let Some(h) = Bhs::read(buf) else {
         return Ok(None);
     };
     let dsl = h.data_segment_len();
@@ -132,7 +128,7 @@ pub fn frame_layout(h: &Bhs, cfg: &FrameConfig) -> (usize, usize) {
 
 /// Decodes one complete frame (exactly the bytes [`frame_len`] reported).
 pub fn decode_frame(frame: Bytes, cfg: &FrameConfig) -> Result<Pdu, FrameError> {
-    let h = header_of(&frame).ok_or(FrameError::DataSegmentTooLong { len: 0, max: 0 })?;
+    let h = Bhs::read(&frame).ok_or(FrameError::DataSegmentTooLong { len: 0, max: 0 })?;
     let (data_at, _) = frame_layout(&h, cfg);
     let split = data_at.min(frame.len());
     decode_split(&frame[..split], frame.slice(split..), cfg)
@@ -143,7 +139,7 @@ pub fn decode_frame(frame: Bytes, cfg: &FrameConfig) -> Result<Pdu, FrameError> 
 /// digest). This lets a large data segment be received into a buffer of its own, sized for
 /// the data alone; the data handed on is a slice of `tail`, not a copy.
 pub fn decode_split(head: &[u8], tail: Bytes, cfg: &FrameConfig) -> Result<Pdu, FrameError> {
-    let h = header_of(head).ok_or(FrameError::DataSegmentTooLong { len: 0, max: 0 })?;
+    let h = Bhs::read(head).ok_or(FrameError::DataSegmentTooLong { len: 0, max: 0 })?;
     let ahs_end = BHS_LEN + h.total_ahs_words() as usize * 4;
     if cfg.header_digest {
         let d = head
