@@ -378,7 +378,10 @@ impl BlockDevice {
         }
         let align = self.inner.lbs.max(512) as usize;
         let data = if self.inner.direct && !(data.as_ptr() as usize).is_multiple_of(align) {
-            WriteData::Aligned(AlignedBuf::copy_from(&data))
+            let copy = AlignedBuf::copy_from(&data);
+            // Not kept until the write completes: it may pin a larger receive buffer.
+            drop(data);
+            WriteData::Aligned(copy)
         } else {
             WriteData::Shared(data)
         };

@@ -3,7 +3,12 @@
 //! bounds for each Data-Out and tracks which R2Ts are outstanding.
 //!
 //! Data that arrives in more than one piece is assembled in a pooled 4096-aligned buffer
-//! (`bufpool`), so the gateway hands it to O_DIRECT as it is. That buffer is taken with
+//! (`bufpool`), so the gateway hands it to O_DIRECT as it is. Data that arrives in one
+//! piece is kept as it is only when it already starts 4096-aligned (the gateway received it
+//! into a pooled buffer of its own); otherwise it is a slice of the connection's input
+//! buffer, and keeping it would keep that whole buffer (256 KiB, other PDUs' bytes with it)
+//! alive until the write completes, outside the data budget's count. It is copied into a
+//! pooled buffer of its own size then, the copy O_DIRECT needed anyway. That buffer is taken with
 //! `AlignedBuf::for_overwrite` (a recycled buffer may hold an earlier command's data) and
 //! is handed out only once every byte of it was written: see [`WriteState::take`].
 
@@ -70,7 +75,7 @@ pub(crate) struct R2tOut {
 #[derive(Debug)]
 pub(crate) struct WriteState {
     edtl: u32,
-    /// Whole payload when it arrived in one piece (zero-copy path).
+    /// Whole payload when it arrived in one piece, 4096-aligned (zero-copy path).
     single: Option<Bytes>,
     /// Assembly buffer of `edtl` bytes once data arrived in pieces.
     buf: Option<AlignedBuf>,
@@ -112,7 +117,8 @@ impl WriteState {
 
     fn store(&mut self, offset: u32, data: &Bytes) {
         let len = data.len() as u32;
-        if offset == 0 && len == self.edtl && self.received == 0 {
+        let aligned = (data.as_ptr() as usize).is_multiple_of(bufpool::BUF_ALIGN);
+        if offset == 0 && len == self.edtl && self.received == 0 && aligned {
             self.single = Some(data.clone());
         } else {
             let edtl = self.edtl as usize;
@@ -400,11 +406,46 @@ mod tests {
     }
 
     #[test]
-    fn single_pdu_is_zero_copy() {
-        let b = Bytes::from(vec![7u8; 32]);
-        let mut w = WriteState::new(32, b.clone(), false, 64);
+    fn aligned_single_pdu_is_zero_copy() {
+        let mut buf = AlignedBuf::for_overwrite(4096);
+        buf.as_mut_slice().fill(7);
+        let b = Bytes::from_owner(buf);
+        let mut w = WriteState::new(4096, b.clone(), false, 65536);
         assert!(w.complete());
         let got = w.take();
         assert_eq!(got.as_ptr(), b.as_ptr());
+    }
+
+    #[test]
+    fn unaligned_single_pdu_is_copied_and_releases_the_input_buffer() {
+        // A slice of a larger input buffer, as the ordinary receive path produces.
+        let mut input = vec![0u8; 65536 + 48];
+        input[48..].fill(9);
+        let input = Bytes::from(input);
+        let data = input.slice(48..);
+        for (name, mut w) in [
+            (
+                "immediate",
+                WriteState::new(65536, data.clone(), false, 65536),
+            ),
+            ("one Data-Out", {
+                let mut w = WriteState::new(65536, Bytes::new(), true, 65536);
+                let mut d = dout(0xffff_ffff, 0, 0, &[], true);
+                d.data = data.clone();
+                w.accept(&d).unwrap();
+                w
+            }),
+        ] {
+            assert!(w.complete(), "{name}");
+            let got = w.take();
+            assert_ne!(got.as_ptr(), data.as_ptr(), "{name}: copied");
+            assert_eq!(got.as_ptr() as usize % bufpool::BUF_ALIGN, 0, "{name}");
+            assert!(got.iter().all(|&b| b == 9), "{name}");
+        }
+        drop(data);
+        assert!(
+            input.is_unique(),
+            "no write state still holds the input buffer"
+        );
     }
 }
