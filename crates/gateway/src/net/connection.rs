@@ -57,8 +57,9 @@ use crate::net::ServerContext;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 256 * 1024;
 /// Write data the protocol may buffer for commands held at the closed intake gate before
-/// the connection stops reading (see the module docs): with 32 sessions pushing 128 KiB
-/// writes into their windows it is what keeps the gateway's memory near the data budget.
+/// the connection stops reading (see the module docs), counting a large PDU being received:
+/// with 32 sessions pushing 128 KiB writes into their windows it is what keeps the gateway's
+/// memory near the data budget.
 const HELD_DATA_READ_CAP: usize = 256 * 1024;
 /// SQ size of a connection's own io_uring (more operations wait in its queue).
 const RING_ENTRIES: u32 = 128;
@@ -235,7 +236,8 @@ async fn serve(
             break "closed by protocol".to_owned();
         }
         let intake_waiting = conn.intake_waiting();
-        let read_paused = intake_waiting && conn.buffered_write_bytes() >= HELD_DATA_READ_CAP;
+        let read_paused =
+            intake_waiting && assembling_bytes(&conn, large.as_ref()) >= HELD_DATA_READ_CAP;
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
