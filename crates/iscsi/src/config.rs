@@ -46,7 +46,7 @@ impl Default for Limits {
         Limits {
             max_recv_data_segment_length: 262_144,
             max_burst_length: 1 << 20,
-            first_burst_length: 65_536,
+            first_burst_length: 262_144,
             max_outstanding_r2t: 8,
             immediate_data: true,
             initial_r2t: false,

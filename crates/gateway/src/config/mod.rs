@@ -160,7 +160,8 @@ pub struct IscsiTuning {
     pub max_recv_data_segment_length: u32,
     /// MaxBurstLength (512..=16777215), default 1048576.
     pub max_burst_length: u32,
-    /// FirstBurstLength (512..=max_burst_length), default 65536.
+    /// FirstBurstLength (512..=max_burst_length), default 262144: writes up to 256 KiB
+    /// need no R2T round trip (benches/README.md, "FirstBurstLength 256 KiB").
     pub first_burst_length: u32,
     /// MaxOutstandingR2T (1..=65535), default 1.
     pub max_outstanding_r2t: u32,
@@ -185,7 +186,7 @@ impl Default for IscsiTuning {
         IscsiTuning {
             max_recv_data_segment_length: 262_144,
             max_burst_length: 1_048_576,
-            first_burst_length: 65_536,
+            first_burst_length: 262_144,
             max_outstanding_r2t: 1,
             immediate_data: true,
             initial_r2t: false,

@@ -120,7 +120,7 @@ fn open_iscsi_normal_login() {
     assert_eq!(get(&k, "HeaderDigest"), Some("None"));
     assert_eq!(get(&k, "InitialR2T"), Some("No"));
     assert_eq!(get(&k, "MaxBurstLength"), Some("1048576"));
-    assert_eq!(get(&k, "FirstBurstLength"), Some("65536"));
+    assert_eq!(get(&k, "FirstBurstLength"), Some("262144"));
     assert_eq!(get(&k, "MaxOutstandingR2T"), Some("1"));
     assert_eq!(get(&k, "MaxRecvDataSegmentLength"), Some("262144"));
     assert_eq!(get(&k, "IFMarker"), Some("No"));
