@@ -8,9 +8,11 @@
 //! into a pooled buffer of its own); otherwise it is a slice of the connection's input
 //! buffer, and keeping it would keep that whole buffer (256 KiB, other PDUs' bytes with it)
 //! alive until the write completes, outside the data budget's count. It is copied into a
-//! pooled buffer of its own size then, the copy O_DIRECT needed anyway. That buffer is taken with
-//! `AlignedBuf::for_overwrite` (a recycled buffer may hold an earlier command's data) and
-//! is handed out only once every byte of it was written: see [`WriteState::take`].
+//! pooled buffer of its own size then, the copy O_DIRECT needed anyway.
+//!
+//! The assembly buffer (which also takes that copy) is `AlignedBuf::for_overwrite` (a
+//! recycled buffer may hold an earlier command's data) and is handed out only once every
+//! byte of it was written: see [`WriteState::take`].
 
 use bufpool::AlignedBuf;
 use bytes::Bytes;
