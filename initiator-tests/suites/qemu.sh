@@ -11,7 +11,8 @@
 #  - a LUN with read_cache=on: overwrites, zeroing and discard of cached data read back new data;
 #  - a LUN with direct=off (write-back): the same, plus unaligned overwrites, flush and FUA writes;
 #  - metrics (--metrics-listen): GET /metrics parses as Prometheus text, and a qemu-io write of
-#    N bytes and read of M bytes grow the LUN's write/read byte counters by exactly N and M.
+#    N bytes and read of M bytes grow the LUN's write/read byte counters by exactly N and M,
+#    and no aligned I/O buffer stays live once the sessions ended.
 set -uo pipefail
 source "$(dirname "$0")/../lib/suite.sh"
 need qemu-io qemu-img iscsi-readcapacity16
@@ -205,6 +206,17 @@ else
   else
     fail "logins counted as ok"
   fi
+  # Every aligned I/O buffer comes back once the qemu-io sessions are gone (bounded wait:
+  # the gateway tears a connection down after the client has closed it).
+  for ((i = 0; i < 50; i++)); do
+    after=$(scrape)
+    grep -qx 'iscsi_gateway_buffers_live 0' <<<"$after" && break
+    sleep 0.1
+  done
+  check "no I/O buffer is live once the sessions ended ($(grep '^iscsi_gateway_buffers_live ' <<<"$after"))" \
+    grep -qx 'iscsi_gateway_buffers_live 0' <<<"$after"
+  check "the buffer pool reports its mapped bytes" \
+    grep -qE '^iscsi_gateway_buffer_pool_mapped_bytes [0-9]+$' <<<"$after"
   echo "$after" >"$SUITE_LOG_DIR/metrics.txt"
   check "target still running" target_alive
 fi

@@ -21,6 +21,7 @@ mod map;
 mod pool;
 
 pub use buf::{AlignedBuf, BUF_ALIGN};
+pub use map::mapped_bytes;
 pub use pool::{
     set_thread_cache_limit, thread_cache_limit, thread_cached_bytes, DEFAULT_THREAD_CACHE,
     MAX_POOLED,

@@ -4,8 +4,20 @@
 
 use std::alloc::{handle_alloc_error, Layout};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::buf::BUF_ALIGN;
+
+/// Bytes mapped by [`map`] and not yet unmapped: everything the pool holds from the kernel,
+/// blocks in use and blocks idle in the free lists alike. Only a real `mmap` or `munmap`
+/// touches it, not the reuse of a cached block, so it costs the hot path nothing.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes the pool holds from the kernel right now (in use plus idle in free lists), for
+/// metrics: with the count of live buffers it shows where a gateway's memory went.
+pub fn mapped_bytes() -> usize {
+    MAPPED.load(Ordering::Relaxed)
+}
 
 /// Maps `size` bytes (a multiple of [`BUF_ALIGN`]) of zeroed, page-aligned memory. Aborts
 /// through `handle_alloc_error` when the kernel refuses, as `Vec` does on exhaustion.
@@ -27,7 +39,9 @@ pub(crate) fn map(size: usize) -> NonNull<u8> {
     }
     // Mappings are page-aligned, and Linux pages are at least 4096 bytes.
     debug_assert!((p as usize).is_multiple_of(BUF_ALIGN));
-    NonNull::new(p.cast::<u8>()).unwrap_or_else(|| out_of_memory(size))
+    let ptr = NonNull::new(p.cast::<u8>()).unwrap_or_else(|| out_of_memory(size));
+    MAPPED.fetch_add(size, Ordering::Relaxed);
+    ptr
 }
 
 fn out_of_memory(size: usize) -> ! {
@@ -43,4 +57,5 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, size: usize) {
     // SAFETY: the caller guarantees this is a live mapping of `size` bytes nobody uses.
     // munmap of a valid mapping only fails on invalid arguments; nothing to recover then.
     let _ = unsafe { libc::munmap(ptr.as_ptr().cast(), size) };
+    MAPPED.fetch_sub(size, Ordering::Relaxed);
 }

@@ -1,7 +1,8 @@
 //! One scrape: reads every metric (the LUN shards, the gateway-wide atomics, the session
-//! registry, the data budget, each LUN's serving state) into the text format. Runs on the
-//! control runtime when `/metrics` is fetched; it takes the session registry's lock once
-//! and each LUN slot's read lock, never anything a command holds for long.
+//! registry, the data budget, the buffer pool's mapped bytes and live buffers, each LUN's
+//! serving state) into the text format. Runs on the control runtime when `/metrics` is
+//! fetched; it takes the session registry's lock once and each LUN slot's read lock, never
+//! anything a command holds for long.
 
 use std::sync::Arc;
 
@@ -180,6 +181,26 @@ pub fn render(ctx: &ServerContext) -> String {
         "iscsi_gateway_data_budget_limit_bytes",
         &[],
         ctx.data_budget.limit() as u64,
+    );
+    w.family(
+        "iscsi_gateway_buffer_pool_mapped_bytes",
+        Kind::Gauge,
+        "Memory the aligned I/O buffer pool holds from the kernel: buffers in use and idle ones kept per thread.",
+    );
+    w.sample(
+        "iscsi_gateway_buffer_pool_mapped_bytes",
+        &[],
+        bufpool::mapped_bytes() as u64,
+    );
+    w.family(
+        "iscsi_gateway_buffers_live",
+        Kind::Gauge,
+        "Aligned I/O buffers in use: write data being assembled, reads in flight, Data-In being sent.",
+    );
+    w.sample(
+        "iscsi_gateway_buffers_live",
+        &[],
+        bufpool::AlignedBuf::live_count() as u64,
     );
     w.finish()
 }
