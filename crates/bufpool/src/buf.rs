@@ -10,13 +10,8 @@
 //! is leaking an earlier command's data, not undefined behaviour.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::pool;
-
-/// Number of live `AlignedBuf`s in the process (for metrics and leak tests); blocks idle
-/// in the free lists are not counted.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+use crate::{live, pool};
 
 /// Alignment of every [`AlignedBuf`]: enough for any logical block size we accept
 /// (512 or 4096) and for the page-granular DMA some devices want.
@@ -41,7 +36,7 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     fn from_block(block: &pool::Block, len: usize) -> Self {
-        LIVE.fetch_add(1, Ordering::Relaxed);
+        live::created();
         AlignedBuf {
             ptr: block.ptr,
             len,
@@ -70,9 +65,10 @@ impl AlignedBuf {
     }
 
     /// How many `AlignedBuf`s are alive in this process right now (including those
-    /// owned by in-flight I/O and those inside `Bytes` handed out by reads).
+    /// owned by in-flight I/O and those inside `Bytes` handed out by reads); blocks idle in
+    /// the free lists are not counted. Exact while no buffer is made or dropped meanwhile.
     pub fn live_count() -> usize {
-        LIVE.load(Ordering::Relaxed)
+        live::count()
     }
 
     /// A buffer holding a copy of `data`.
@@ -117,7 +113,7 @@ impl Drop for AlignedBuf {
         // SAFETY: ptr/size are the block pool::acquire gave this buffer, which is dropped
         // here and never used again.
         unsafe { pool::release(self.ptr, self.size) };
-        LIVE.fetch_sub(1, Ordering::Relaxed);
+        live::dropped();
     }
 }
 

@@ -17,6 +17,7 @@
 //! chosen and what it measured: the gateway's `net/buffers.rs` and ARCHITECTURE.md.
 
 mod buf;
+mod live;
 mod map;
 mod pool;
 
