@@ -215,8 +215,8 @@ else
   done
   check "no I/O buffer is live once the sessions ended ($(grep '^iscsi_gateway_buffers_live ' <<<"$after"))" \
     grep -qx 'iscsi_gateway_buffers_live 0' <<<"$after"
-  check "the buffer pool reports its mapped bytes" \
-    grep -qE '^iscsi_gateway_buffer_pool_mapped_bytes [0-9]+$' <<<"$after"
+  check "the buffer pool reports its held bytes" \
+    grep -qE '^iscsi_gateway_buffer_pool_held_bytes [0-9]+$' <<<"$after"
   echo "$after" >"$SUITE_LOG_DIR/metrics.txt"
   check "target still running" target_alive
 fi

@@ -8,8 +8,10 @@
 //! peaked at 140-155 MiB, against 79 MiB with `MALLOC_ARENA_MAX=1
 //! MALLOC_MMAP_THRESHOLD_=65536`. Here the memory comes from anonymous mappings of our own
 //! (`map`), a dropped buffer goes back to the free list of the thread that drops it
-//! (`pool`), and whatever exceeds a list's byte bound is unmapped, so it really returns to
-//! the kernel. Reuse also saves a read the zeroing and page faults of a fresh buffer.
+//! (`pool`), and whatever exceeds a list's byte bound is unmapped (or, for the blocks of
+//! 64 KiB and up that come from huge-page slabs, `slab`, its pages discarded), so it really
+//! returns to the kernel. Reuse also saves a read the zeroing and page faults of a fresh
+//! buffer.
 //!
 //! Used by `iscsi` (write data assembly) and the gateway (reads and aligned copies in its
 //! block layer, large PDUs received in `net/large_pdu.rs`); both crates share the pool
@@ -20,10 +22,10 @@ mod buf;
 mod live;
 mod map;
 mod pool;
+mod slab;
 
 pub use buf::{AlignedBuf, BUF_ALIGN};
-pub use map::mapped_bytes;
 pub use pool::{
-    set_thread_cache_limit, thread_cache_limit, thread_cached_bytes, DEFAULT_THREAD_CACHE,
-    MAX_POOLED,
+    held_bytes, set_thread_cache_limit, thread_cache_limit, thread_cached_bytes,
+    DEFAULT_THREAD_CACHE, MAX_POOLED,
 };

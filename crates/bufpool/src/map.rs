@@ -1,23 +1,11 @@
 //! Anonymous memory mappings: where every pool block comes from and goes back to.
-//! `munmap` returns the pages to the kernel at once, which is the point: freed memory does
-//! not linger in an allocator arena.
+//! `munmap` (or, inside a huge-page slab, `MADV_DONTNEED`) returns the pages to the kernel
+//! at once, which is the point: freed memory does not linger in an allocator arena.
 
 use std::alloc::{handle_alloc_error, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::buf::BUF_ALIGN;
-
-/// Bytes mapped by [`map`] and not yet unmapped: everything the pool holds from the kernel,
-/// blocks in use and blocks idle in the free lists alike. Only a real `mmap` or `munmap`
-/// touches it, not the reuse of a cached block, so it costs the hot path nothing.
-static MAPPED: AtomicUsize = AtomicUsize::new(0);
-
-/// Bytes the pool holds from the kernel right now (in use plus idle in free lists), for
-/// metrics: with the count of live buffers it shows where a gateway's memory went.
-pub fn mapped_bytes() -> usize {
-    MAPPED.load(Ordering::Relaxed)
-}
 
 /// Maps `size` bytes (a multiple of [`BUF_ALIGN`]) of zeroed, page-aligned memory. Aborts
 /// through `handle_alloc_error` when the kernel refuses, as `Vec` does on exhaustion.
@@ -39,9 +27,43 @@ pub(crate) fn map(size: usize) -> NonNull<u8> {
     }
     // Mappings are page-aligned, and Linux pages are at least 4096 bytes.
     debug_assert!((p as usize).is_multiple_of(BUF_ALIGN));
-    let ptr = NonNull::new(p.cast::<u8>()).unwrap_or_else(|| out_of_memory(size));
-    MAPPED.fetch_add(size, Ordering::Relaxed);
-    ptr
+    NonNull::new(p.cast::<u8>()).unwrap_or_else(|| out_of_memory(size))
+}
+
+/// Maps `size` bytes (a power of two, at least a page) aligned to `size`, and asks for
+/// transparent huge pages there (`MADV_HUGEPAGE`; where THP is off the advice is simply
+/// not followed). Over-maps twice the size and unmaps the slack on both sides.
+pub(crate) fn map_aligned_huge(size: usize) -> NonNull<u8> {
+    let whole = map(size.saturating_mul(2));
+    let start = whole.as_ptr() as usize;
+    let aligned = start.next_multiple_of(size);
+    let head = aligned - start;
+    let tail = size - head;
+    // SAFETY: [start, start + 2 size) is the mapping made just above; the head and tail
+    // cut off here lie inside it and are never used. A zero-length piece is skipped.
+    unsafe {
+        if head > 0 {
+            libc::munmap(whole.as_ptr().cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + size) as *mut libc::c_void, tail);
+        }
+        // Advice only: a kernel without THP returns an error and plain pages are used.
+        libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+    }
+    NonNull::new(aligned as *mut u8).unwrap_or_else(|| out_of_memory(size))
+}
+
+/// Returns the pages of `size` bytes at `ptr` to the kernel but keeps the address range:
+/// the next access faults in zeroed pages.
+///
+/// # Safety
+/// `ptr..ptr + size` must lie inside a live private anonymous mapping that nobody reads
+/// or writes until it is handed out again (as a zeroed block).
+pub(crate) unsafe fn discard(ptr: NonNull<u8>, size: usize) {
+    // SAFETY: the caller guarantees the range is ours and unused. MADV_DONTNEED on private
+    // anonymous memory cannot fail on a valid range; nothing to recover otherwise.
+    let _ = unsafe { libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_DONTNEED) };
 }
 
 fn out_of_memory(size: usize) -> ! {
@@ -57,5 +79,4 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, size: usize) {
     // SAFETY: the caller guarantees this is a live mapping of `size` bytes nobody uses.
     // munmap of a valid mapping only fails on invalid arguments; nothing to recover then.
     let _ = unsafe { libc::munmap(ptr.as_ptr().cast(), size) };
-    MAPPED.fetch_sub(size, Ordering::Relaxed);
 }

@@ -9,14 +9,16 @@
 //! the bound, unmapped. A thread's list is unmapped when the thread exits; a block dropped
 //! after that (by a later thread-local destructor) is unmapped directly.
 //!
-//! Larger requests get a mapping of their own, unmapped on drop.
+//! Blocks of 64 KiB and up come from huge-page slabs (`slab.rs`) and go back there
+//! instead of being unmapped; larger requests than [`MAX_POOLED`] get a mapping of their
+//! own, unmapped on drop.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::buf::BUF_ALIGN;
-use crate::map;
+use crate::{map, slab};
 
 /// log2 of the smallest class (4 KiB).
 const MIN_SHIFT: u32 = 12;
@@ -33,6 +35,42 @@ pub const MAX_POOLED: usize = 1 << MAX_SHIFT;
 pub const DEFAULT_THREAD_CACHE: usize = 16 << 20;
 
 static LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_THREAD_CACHE);
+
+/// Bytes of blocks handed out or idle in a thread's list (see [`held_bytes`]). Changed only
+/// when a block comes from or goes back to the kernel, never on reuse from a list.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of the blocks the pool holds right now: in use, or idle in a thread's free list.
+/// For metrics: with the count of live buffers it shows where a gateway's memory went.
+/// Not counted: the part of a huge-page slab not cut into blocks yet (`slab.rs`).
+pub fn held_bytes() -> usize {
+    HELD.load(Ordering::Relaxed)
+}
+
+/// Gets a block from the kernel: from a slab for the slab classes, else a mapping.
+fn obtain(size: usize) -> NonNull<u8> {
+    HELD.fetch_add(size, Ordering::Relaxed);
+    if slab::slab_class(size).is_some() {
+        slab::take(size)
+    } else {
+        map::map(size)
+    }
+}
+
+/// Returns a block to the kernel, the way [`obtain`] got it.
+///
+/// # Safety
+/// `ptr` and `size` must be those of an [`obtain`] whose block is not used afterwards.
+unsafe fn surrender(ptr: NonNull<u8>, size: usize) {
+    HELD.fetch_sub(size, Ordering::Relaxed);
+    if slab::slab_class(size).is_some() {
+        // SAFETY: a slab-class block comes from slab::take; the caller hands it over.
+        unsafe { slab::give_back(ptr, size) }
+    } else {
+        // SAFETY: any other block is a mapping of exactly `size` bytes; handed over.
+        unsafe { map::unmap(ptr, size) }
+    }
+}
 
 /// Sets the byte bound of every thread's free lists (0 disables caching). Lists above a
 /// lowered bound shrink as their blocks are used; blocks dropped meanwhile are unmapped.
@@ -62,9 +100,9 @@ impl Drop for Cache {
         for (i, list) in self.free.iter_mut().enumerate() {
             let size = class_size(i);
             for ptr in list.drain(..) {
-                // SAFETY: every listed block is a mapping of its class size that no
-                // AlignedBuf owns any more (it was pushed by `release`).
-                unsafe { map::unmap(ptr, size) };
+                // SAFETY: every listed block came from `obtain` with its class size and
+                // no AlignedBuf owns it any more (it was pushed by `release`).
+                unsafe { surrender(ptr, size) };
             }
         }
     }
@@ -127,7 +165,7 @@ pub(crate) fn acquire(len: usize) -> Block {
         }
     }
     Block {
-        ptr: map::map(size),
+        ptr: obtain(size),
         size,
         fresh: true,
     }
@@ -163,9 +201,9 @@ pub(crate) unsafe fn release(ptr: NonNull<u8>, size: usize) {
             return;
         }
     }
-    // SAFETY: the caller hands over a block from `acquire`, which `map`ped exactly `size`
-    // bytes, and does not use it again; it was not put on a list.
-    unsafe { map::unmap(ptr, size) }
+    // SAFETY: the caller hands over a block from `acquire`, which `obtain`ed exactly
+    // `size` bytes, and does not use it again; it was not put on a list.
+    unsafe { surrender(ptr, size) }
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ fn serve_with_metrics_listen_answers_get_metrics_and_stops() {
     assert!(text.contains("\niscsi_gateway_sessions 0\n"));
     assert!(text.contains("\niscsi_gateway_data_budget_limit_bytes 50331648\n"));
     for gauge in [
-        "iscsi_gateway_buffer_pool_mapped_bytes",
+        "iscsi_gateway_buffer_pool_held_bytes",
         "iscsi_gateway_buffers_live",
     ] {
         assert!(

@@ -1,5 +1,5 @@
 //! One scrape: reads every metric (the LUN shards, the gateway-wide atomics, the session
-//! registry, the data budget, the buffer pool's mapped bytes and live buffers, each LUN's
+//! registry, the data budget, the buffer pool's held bytes and live buffers, each LUN's
 //! serving state) into the text format. Runs on the control runtime when `/metrics` is
 //! fetched; it takes the session registry's lock once and each LUN slot's read lock, never
 //! anything a command holds for long.
@@ -183,14 +183,14 @@ pub fn render(ctx: &ServerContext) -> String {
         ctx.data_budget.limit() as u64,
     );
     w.family(
-        "iscsi_gateway_buffer_pool_mapped_bytes",
+        "iscsi_gateway_buffer_pool_held_bytes",
         Kind::Gauge,
-        "Memory the aligned I/O buffer pool holds from the kernel: buffers in use and idle ones kept per thread.",
+        "Bytes of aligned I/O buffers the pool holds: in use, or idle in the per-thread free lists.",
     );
     w.sample(
-        "iscsi_gateway_buffer_pool_mapped_bytes",
+        "iscsi_gateway_buffer_pool_held_bytes",
         &[],
-        bufpool::mapped_bytes() as u64,
+        bufpool::held_bytes() as u64,
     );
     w.family(
         "iscsi_gateway_buffers_live",
