@@ -54,6 +54,18 @@ pub(crate) fn map_aligned_huge(size: usize) -> NonNull<u8> {
     NonNull::new(aligned as *mut u8).unwrap_or_else(|| out_of_memory(size))
 }
 
+/// Asks for (`huge`) or against transparent huge pages over `size` bytes at `ptr`. Advice
+/// only: where THP is off, or on an error, plain pages are used as before.
+pub(crate) fn advise_huge(ptr: NonNull<u8>, size: usize, huge: bool) {
+    let advice = if huge {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: changes only the THP policy of a range of our own mapping, not its contents.
+    let _ = unsafe { libc::madvise(ptr.as_ptr().cast(), size, advice) };
+}
+
 /// Returns the pages of `size` bytes at `ptr` to the kernel but keeps the address range:
 /// the next access faults in zeroed pages.
 ///
