@@ -50,10 +50,9 @@ pub fn held_bytes() -> usize {
 /// Gets a block from the kernel: from a slab for the slab classes, else a mapping.
 fn obtain(size: usize) -> NonNull<u8> {
     HELD.fetch_add(size, Ordering::Relaxed);
-    if slab::slab_class(size).is_some() {
-        slab::take(size)
-    } else {
-        map::map(size)
+    match slab::slab_class(size) {
+        Some(class) => slab::take(class, size),
+        None => map::map(size),
     }
 }
 
@@ -63,12 +62,11 @@ fn obtain(size: usize) -> NonNull<u8> {
 /// `ptr` and `size` must be those of an [`obtain`] whose block is not used afterwards.
 unsafe fn surrender(ptr: NonNull<u8>, size: usize) {
     HELD.fetch_sub(size, Ordering::Relaxed);
-    if slab::slab_class(size).is_some() {
-        // SAFETY: a slab-class block comes from slab::take; the caller hands it over.
-        unsafe { slab::give_back(ptr, size) }
-    } else {
+    match slab::slab_class(size) {
+        // SAFETY: a slab-class block comes from slab::take with this class; handed over.
+        Some(class) => unsafe { slab::give_back(class, ptr, size) },
         // SAFETY: any other block is a mapping of exactly `size` bytes; handed over.
-        unsafe { map::unmap(ptr, size) }
+        None => unsafe { map::unmap(ptr, size) },
     }
 }
 

@@ -34,14 +34,13 @@ use std::sync::Mutex;
 use crate::map;
 
 /// Size and alignment of a slab: one x86-64 / arm64 (4 KiB base page) huge page.
-pub(crate) const SLAB_SIZE: usize = 2 << 20;
+const SLAB_SIZE: usize = 2 << 20;
 /// log2 of the smallest block size cut from slabs.
 const MIN_SHIFT: u32 = 16;
 /// log2 of the largest (`crate::MAX_POOLED`).
 const MAX_SHIFT: u32 = 20;
 const CLASSES: usize = (MAX_SHIFT - MIN_SHIFT + 1) as usize;
 
-#[derive(Default)]
 struct Class {
     /// Addresses of given-back blocks, their pages already discarded.
     given_back: Vec<usize>,
@@ -75,23 +74,20 @@ fn with_classes<R>(f: impl FnOnce(&mut [Class; CLASSES]) -> R) -> R {
     f(&mut guard)
 }
 
-/// A zeroed block of `size` bytes (a slab class size), `size`-aligned.
-pub(crate) fn take(size: usize) -> NonNull<u8> {
-    let Some(i) = slab_class(size) else {
-        return map::map(size);
-    };
+/// A zeroed block of `size` bytes, `size`-aligned; `class` is `slab_class(size)`.
+pub(crate) fn take(class: usize, size: usize) -> NonNull<u8> {
     let taken = with_classes(|classes| {
-        let class = classes.get_mut(i)?;
-        if let Some(addr) = class.given_back.pop() {
+        let c = classes.get_mut(class)?;
+        if let Some(addr) = c.given_back.pop() {
             return Some((addr, true));
         }
-        if class.next + size > class.end {
+        if c.next + size > c.end {
             let slab = map::map_aligned_huge(SLAB_SIZE).as_ptr() as usize;
-            class.next = slab;
-            class.end = slab + SLAB_SIZE;
+            c.next = slab;
+            c.end = slab + SLAB_SIZE;
         }
-        let addr = class.next;
-        class.next += size;
+        let addr = c.next;
+        c.next += size;
         Some((addr, false))
     });
     match taken.and_then(|(a, reused)| Some((NonNull::new(a as *mut u8)?, reused))) {
@@ -102,35 +98,31 @@ pub(crate) fn take(size: usize) -> NonNull<u8> {
             }
             ptr
         }
-        // Unreachable for a slab class (the index is in range and slabs are never null);
-        // a mapping of its own keeps the caller correct all the same.
+        // Only for a class index out of range, which `slab_class` never gives.
         None => map::map(size),
     }
 }
 
 /// Gives a block from [`take`] back: its pages return to the kernel now, its address is
-/// kept for the next [`take`] of the size.
+/// kept for the next [`take`] of the class.
 ///
 /// # Safety
-/// `ptr` and `size` must be those of a [`take`] whose block is not used after this call.
-pub(crate) unsafe fn give_back(ptr: NonNull<u8>, size: usize) {
-    let Some(i) = slab_class(size) else {
-        // SAFETY: not a slab class, so `take` mapped it on its own, as the caller hands over.
-        unsafe { map::unmap(ptr, size) };
-        return;
-    };
+/// `class`, `ptr` and `size` must be those of a [`take`] whose block is not used after
+/// this call.
+pub(crate) unsafe fn give_back(class: usize, ptr: NonNull<u8>, size: usize) {
     // SAFETY: the block lies in a slab mapping that is never unmapped, and the caller does
     // not touch it again; the next `take` hands it out as zeroed, which it then is.
     unsafe { map::discard(ptr, size) };
     map::advise_huge(ptr, size, false);
     with_classes(|classes| {
-        if let Some(class) = classes.get_mut(i) {
-            class.given_back.push(ptr.as_ptr() as usize);
+        if let Some(c) = classes.get_mut(class) {
+            c.given_back.push(ptr.as_ptr() as usize);
         }
     });
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -147,8 +139,9 @@ mod tests {
     #[test]
     fn blocks_are_aligned_distinct_and_zero_after_give_back() {
         let size = 256 << 10;
-        let a = take(size);
-        let b = take(size);
+        let class = slab_class(size).expect("256 KiB is a slab class");
+        let a = take(class, size);
+        let b = take(class, size);
         assert_ne!(a, b);
         for p in [a, b] {
             assert_eq!(p.as_ptr() as usize % size, 0, "size-aligned");
@@ -156,9 +149,9 @@ mod tests {
         // SAFETY: `a` is a live block of `size` bytes owned by this test.
         unsafe { std::ptr::write_bytes(a.as_ptr(), 0x5a, size) };
         // SAFETY: `a` came from take(size) and is not used after this.
-        unsafe { give_back(a, size) };
+        unsafe { give_back(class, a, size) };
         // Another test may take it first; whichever block comes back is zero.
-        let c = take(size);
+        let c = take(class, size);
         // SAFETY: `c` is a live block of `size` bytes from take.
         let bytes = unsafe { std::slice::from_raw_parts(c.as_ptr(), size) };
         assert!(
@@ -167,8 +160,8 @@ mod tests {
         );
         // SAFETY: both came from take(size) and are not used after this.
         unsafe {
-            give_back(b, size);
-            give_back(c, size);
+            give_back(class, b, size);
+            give_back(class, c, size);
         }
     }
 }
