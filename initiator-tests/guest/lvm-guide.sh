@@ -35,6 +35,13 @@ iscsiadm -m node -T "${KI_TARGET:-${TARGETS%% *}}" -o show | grep -E 'replacemen
 echo "SCSI command timeout of $K: $(cat /sys/block/${K#/dev/}/device/timeout) s"
 
 step "2. shared LVM as Proxmox creates it"
+# Test housekeeping, not part of the guide: an earlier run of this suite (node1-shared-lvm) leaves
+# a VG vmdata on one of the LUNs, and which LUN is $D1 changes from boot to boot.
+if vgs vmdata >/dev/null 2>&1; then
+  echo "# (setup) removing the VG vmdata an earlier run left"
+  vgchange -an vmdata >/dev/null 2>&1 || true
+  vgremove -ff -y vmdata >/dev/null
+fi
 ID=$(/lib/udev/scsi_id --whitelisted --device="$D1")
 echo "base volume: scsi-$ID"
 dd if=/dev/zero of="$D1" bs=512 count=1 conv=fsync 2>/dev/null
