@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::{Engine, Op, WriteData};
 use super::error::{BlockError, IoFailure};
+use super::inline_write::{pwrite_all, InlineWrites};
 use super::sys;
 use super::AlignedBuf;
 
@@ -77,6 +78,9 @@ struct Inner {
     rotational: bool,
     volatile_cache: bool,
     read_only: bool,
+    /// Buffered devices: small whole-page writes go straight into the page cache
+    /// (`inline_write.rs`).
+    inline: InlineWrites,
 }
 
 /// An open backing store. Cheap to clone (shared inside); `Send + Sync`.
@@ -256,6 +260,7 @@ impl BlockDevice {
                 rotational: props.rotational,
                 volatile_cache: props.volatile_cache,
                 read_only: opts.read_only,
+                inline: InlineWrites::new(),
             }),
         })
     }
@@ -376,6 +381,9 @@ impl BlockDevice {
         if data.is_empty() {
             return if fua { self.flush().await } else { Ok(()) };
         }
+        if !self.inner.direct && !fua && self.inline_write_admits(offset, data.len()) {
+            return self.write_inline(offset, &data);
+        }
         let align = self.inner.lbs.max(512) as usize;
         let data = if self.inner.direct && !(data.as_ptr() as usize).is_multiple_of(align) {
             let copy = AlignedBuf::copy_from(&data);
@@ -396,6 +404,30 @@ impl BlockDevice {
         )
         .await
         .map(drop)
+    }
+
+    fn inline_write_admits(&self, offset: u64, len: usize) -> bool {
+        self.inner
+            .inline
+            .admits(offset, len, std::time::Instant::now())
+    }
+
+    /// A buffered write copied into the page cache on this thread (see `inline_write.rs`);
+    /// one that blocked sends the next ones through io_uring for a while.
+    fn write_inline(&self, offset: u64, data: &[u8]) -> Result<(), IoFailure> {
+        let start = std::time::Instant::now();
+        let result = pwrite_all(self.inner.fd.as_raw_fd(), offset, data);
+        let end = std::time::Instant::now();
+        if let Some(p) = self.inner.inline.record(end.duration_since(start), end) {
+            tracing::info!(
+                path = %self.inner.path.display(),
+                took_ms = p.took.as_millis() as u64,
+                pause_ms = p.pause.as_millis() as u64,
+                "a buffered write blocked the serving thread (page cache throttling or a \
+                 journal wait); buffered writes go through io_uring workers for the pause"
+            );
+        }
+        result.map_err(IoFailure::from_io)
     }
 
     /// Makes every completed write durable (fdatasync through the ring).

@@ -13,6 +13,7 @@
 mod device;
 mod engine;
 mod error;
+mod inline_write;
 mod local;
 mod props;
 mod sys;
