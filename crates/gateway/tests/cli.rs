@@ -178,5 +178,9 @@ fn serve_with_metrics_listen_answers_get_metrics_and_stops() {
             "{gauge} missing: {text}"
         );
     }
+    assert!(
+        text.contains("\n# TYPE iscsi_gateway_buffered_write_pauses_total counter\niscsi_gateway_buffered_write_pauses_total 0\n"),
+        "pause counter missing: {text}"
+    );
     assert_eq!(status.code(), Some(0));
 }

@@ -35,6 +35,15 @@ pub(crate) const QUIET: Duration = Duration::from_secs(60);
 /// How often one write is retried after EINTR before failing.
 const MAX_INTERRUPTS: u32 = 32;
 
+/// Pauses since the process started, all devices (the `iscsi_gateway_buffered_write_pauses_total`
+/// metric). Touched only when a write stalled, never on the fast path.
+static PAUSES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a blocked inline write has paused inline writes, since start.
+pub fn pauses_total() -> u64 {
+    PAUSES.load(Ordering::Relaxed)
+}
+
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
     *PAGE.get_or_init(|| {
@@ -109,6 +118,7 @@ impl InlineWrites {
             .min(MAX_PAUSE);
         let until = now_ms.saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
         self.paused_until.fetch_max(until, Ordering::Relaxed);
+        PAUSES.fetch_add(1, Ordering::Relaxed);
         Some(Paused { took, pause })
     }
 }
@@ -169,7 +179,9 @@ mod tests {
         assert_eq!(w.record(Duration::from_micros(50), t0), None);
         assert!(w.admits(0, 4096, t0));
 
+        let before = pauses_total();
         let p = w.record(Duration::from_millis(150), t0).expect("a stall");
+        assert!(pauses_total() > before, "the process-wide count grows");
         assert_eq!(p.pause, FIRST_PAUSE);
         assert!(!w.admits(0, 4096, t0 + Duration::from_millis(50)));
         assert!(w.admits(0, 4096, t0 + FIRST_PAUSE));

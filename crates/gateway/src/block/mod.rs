@@ -22,5 +22,6 @@ pub use bufpool::{AlignedBuf, BUF_ALIGN};
 pub use device::{BlockDevice, DirectMode, Extent, OpenOptions};
 pub use engine::{Engine, EngineConfig};
 pub use error::{BlockError, IoFailure};
+pub use inline_write::pauses_total as buffered_write_pauses_total;
 pub use local::{scope as ring_scope, LocalRing};
 pub use props::{DeviceProps, Probe};

@@ -1,8 +1,8 @@
 //! One scrape: reads every metric (the LUN shards, the gateway-wide atomics, the session
-//! registry, the data budget, the buffer pool's held bytes and live buffers, each LUN's
-//! serving state) into the text format. Runs on the control runtime when `/metrics` is
-//! fetched; it takes the session registry's lock once and each LUN slot's read lock, never
-//! anything a command holds for long.
+//! registry, the data budget, the buffer pool's held bytes and live buffers, the pauses of
+//! inline buffered writes, each LUN's serving state) into the text format. Runs on the
+//! control runtime when `/metrics` is fetched; it takes the session registry's lock once and
+//! each LUN slot's read lock, never anything a command holds for long.
 
 use std::sync::Arc;
 
@@ -201,6 +201,16 @@ pub fn render(ctx: &ServerContext) -> String {
         "iscsi_gateway_buffers_live",
         &[],
         bufpool::AlignedBuf::live_count() as u64,
+    );
+    w.family(
+        "iscsi_gateway_buffered_write_pauses_total",
+        Kind::Counter,
+        "Times a write-back write copied on a connection thread blocked (page cache throttling, a journal wait) and sent the device's buffered writes through io_uring workers for a pause.",
+    );
+    w.sample(
+        "iscsi_gateway_buffered_write_pauses_total",
+        &[],
+        crate::block::buffered_write_pauses_total(),
     );
     w.finish()
 }
