@@ -43,6 +43,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         access: AccessControl::from_config(&config),
         data_budget: DataBudget::new(config.limits.max_command_data),
         metrics: Default::default(),
+        adaptive_depth: config.server.adaptive_depth,
     });
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
@@ -274,6 +275,7 @@ mod tests {
             access: AccessControl::open(),
             data_budget: DataBudget::new(1 << 20),
             metrics: Default::default(),
+            adaptive_depth: true,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

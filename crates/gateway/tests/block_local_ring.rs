@@ -57,7 +57,7 @@ async fn local_rings() {
 async fn operations_in_scope_run_on_the_local_ring() {
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dev = open(&d);
-    let ring = LocalRing::new(8).unwrap();
+    let ring = LocalRing::new(8, false).unwrap();
     let mut seen = 0;
     let r = ring.clone();
     let got = ring_scope(Some(ring.clone()), async {
@@ -95,7 +95,7 @@ async fn dropping_a_busy_ring_waits_for_the_kernel() {
     let dev = open(&d);
     let baseline = AlignedBuf::live_count();
     for _ in 0..20 {
-        let ring = LocalRing::new(16).unwrap();
+        let ring = LocalRing::new(16, true).unwrap();
         let r = ring.clone();
         let dev2 = dev.clone();
         ring_scope(Some(ring.clone()), async move {

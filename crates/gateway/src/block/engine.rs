@@ -16,11 +16,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use io_uring::{opcode, types, IoUring};
 use tokio::sync::oneshot;
 
+use super::depth::DepthLimiter;
 use super::AlignedBuf;
 
 /// user_data of the eventfd read; request slots use their index.
@@ -254,6 +256,8 @@ pub(crate) struct RingCore {
     cap: usize,
     /// Requests received but not yet in the SQ (ring full, or resubmissions).
     pub(crate) pending: VecDeque<Request>,
+    /// Adaptive cap below `cap` (connection rings; see [`super::depth`]).
+    depth: Option<DepthLimiter>,
 }
 
 struct Worker {
@@ -362,7 +366,19 @@ impl RingCore {
             in_flight: 0,
             cap,
             pending: VecDeque::new(),
+            depth: None,
         }
+    }
+
+    /// Lets a [`DepthLimiter`] choose how many operations go into the ring at once.
+    pub(crate) fn adapt_depth(&mut self, now: Instant) {
+        self.depth = Some(DepthLimiter::new(self.cap, now));
+    }
+
+    /// Ends the adaptive cap's epoch when it is over; returns the new settled cap when it
+    /// changed.
+    pub(crate) fn tick_depth(&mut self, now: Instant) -> Option<usize> {
+        self.depth.as_mut().and_then(|d| d.tick(now))
     }
 
     /// Fails every request not yet handed to the kernel.
@@ -376,7 +392,12 @@ impl RingCore {
 
     /// Moves pending requests into the SQ, bounded by the in-flight cap and SQ space.
     pub(crate) fn fill_sq(&mut self) {
-        while self.in_flight < self.cap {
+        let cap = match &self.depth {
+            Some(d) => d.cap().min(self.cap),
+            None => self.cap,
+        };
+        let demand = self.in_flight + self.pending.len();
+        while self.in_flight < cap {
             let Some(mut req) = self.pending.pop_front() else {
                 break;
             };
@@ -402,12 +423,16 @@ impl RingCore {
                 self.in_flight += 1;
             }
         }
+        if let Some(d) = &mut self.depth {
+            d.note_demand(demand, !self.pending.is_empty() && self.in_flight >= cap);
+        }
     }
 
     /// Finishes every request whose completion is in the CQ (resubmitting short or
     /// interrupted transfers). Returns true when the engine's eventfd read completed.
     pub(crate) fn reap(&mut self) -> bool {
         let mut woke = false;
+        let mut completed = 0u64;
         loop {
             let Some(c) = self.ring.completion().next() else {
                 break;
@@ -425,7 +450,11 @@ impl RingCore {
             };
             self.free.push(idx);
             self.in_flight -= 1;
+            completed += 1;
             self.complete(req, res);
+        }
+        if let Some(d) = &mut self.depth {
+            d.note_completed(completed);
         }
         woke
     }

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 
@@ -62,9 +63,13 @@ pub struct LocalRing {
 }
 
 impl LocalRing {
-    /// A ring with `entries` SQEs, registered with the current tokio reactor.
-    pub fn new(entries: u32) -> io::Result<Arc<Self>> {
-        let core = RingCore::new(entries)?;
+    /// A ring with `entries` SQEs, registered with the current tokio reactor. With
+    /// `adaptive_depth`, how many of them are in flight at once is measured (`depth.rs`).
+    pub fn new(entries: u32, adaptive_depth: bool) -> io::Result<Arc<Self>> {
+        let mut core = RingCore::new(entries)?;
+        if adaptive_depth {
+            core.adapt_depth(Instant::now());
+        }
         // SAFETY: the fd is the ring's, which stays open until after `readiness` is dropped
         // (Drop takes `readiness` first and only then lets the ring go).
         let readiness = unsafe {
@@ -117,7 +122,13 @@ impl LocalRing {
     /// Finishes every completed operation, then submits what that queued (resubmissions,
     /// requests that waited for a free slot).
     pub fn reap(&self) {
-        self.core().reap();
+        {
+            let mut core = self.core();
+            core.reap();
+            if let Some(cap) = core.tick_depth(Instant::now()) {
+                tracing::debug!(cap, "connection ring depth adapted");
+            }
+        }
         self.submit();
     }
 

@@ -10,6 +10,7 @@
 //! bounded per-thread free lists (shared with the `iscsi` crate, which assembles write data
 //! in them).
 
+mod depth;
 mod device;
 mod engine;
 mod error;

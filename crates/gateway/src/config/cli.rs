@@ -130,6 +130,7 @@ impl Config {
                 naa_company_id: None,
                 lock_wait_secs: None,
                 io_threads: None,
+                adaptive_depth: None,
                 metrics_listen: flags.metrics_listen.clone(),
             },
             iscsi: Default::default(),

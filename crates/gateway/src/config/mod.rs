@@ -147,6 +147,9 @@ pub struct ServerSettings {
     /// Threads serving connections, each with its own event loop and rings (thread per
     /// core). 0 (the default) = one per CPU this process may run on.
     pub io_threads: u32,
+    /// Whether each connection measures how many of its operations to give the device at
+    /// once (`block/depth.rs`); false: all of them, up to its ring size. Default true.
+    pub adaptive_depth: bool,
     /// Where `GET /metrics` (Prometheus text format) is served; `None` (the default): no
     /// metrics endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]

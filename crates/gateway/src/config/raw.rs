@@ -54,6 +54,7 @@ pub struct RawServer {
     pub naa_company_id: Option<u32>,
     pub lock_wait_secs: Option<u32>,
     pub io_threads: Option<u32>,
+    pub adaptive_depth: Option<bool>,
     pub metrics_listen: Option<String>,
 }
 

@@ -164,6 +164,7 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
         naa_company_id,
         lock_wait_secs,
         io_threads,
+        adaptive_depth: raw.adaptive_depth.unwrap_or(true),
         metrics_listen,
     })
 }

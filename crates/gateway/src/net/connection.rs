@@ -161,7 +161,7 @@ pub async fn serve_connection(
     let ring = if engine_thread_only() {
         Err(std::io::Error::other("GATEWAY_IO=engine"))
     } else {
-        LocalRing::new(RING_ENTRIES)
+        LocalRing::new(RING_ENTRIES, ctx.adaptive_depth)
     };
     let ring = match ring {
         Ok(r) => Some(r),

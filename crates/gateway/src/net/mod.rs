@@ -28,6 +28,8 @@ pub struct ServerContext {
     pub data_budget: Arc<budget::DataBudget>,
     /// Gateway-wide connection and login numbers (`crate::metrics`).
     pub metrics: Arc<crate::metrics::GatewayMetrics>,
+    /// `[server] adaptive_depth`: connection rings adapt their depth (`block/depth.rs`).
+    pub adaptive_depth: bool,
 }
 
 impl ServerContext {
@@ -83,6 +85,7 @@ mod tests {
             access: crate::access::AccessControl::open(),
             data_budget: budget::DataBudget::new(1 << 20),
             metrics: Default::default(),
+            adaptive_depth: true,
         }
     }
 
