@@ -542,3 +542,18 @@ fn metrics_listen_is_optional_validated_and_named_in_errors() {
     let e = Config::from_flags(&flags("nope")).unwrap_err().to_string();
     assert!(e.starts_with("server.metrics_listen: `nope`"), "{e}");
 }
+
+#[test]
+fn adaptive_depth_defaults_on_and_can_be_turned_off() {
+    let d = tempfile::tempdir().unwrap();
+    let on = Config::from_toml_str(&with_lun(d.path(), ""), "t.toml").unwrap();
+    assert!(on.server.adaptive_depth);
+    let text =
+        with_lun(d.path(), "").replacen("[server]\n", "[server]\nadaptive_depth = false\n", 1);
+    let off = Config::from_toml_str(&text, "t.toml").unwrap();
+    assert!(!off.server.adaptive_depth);
+    assert!(
+        err(&text.replacen("adaptive_depth = false", "adaptive_depth = 3", 1))
+            .contains("invalid type")
+    );
+}
