@@ -4,7 +4,8 @@
 //! management and timer ticks back, and writes what the protocol queues with vectored writes
 //! (headers and payload slices, no copies of the data). The data segment of a large data PDU
 //! is received into a pooled aligned buffer of its own (`large_pdu.rs`) and handed to the
-//! protocol with its header.
+//! protocol with its header; `read.rs` shapes the reads so that a stream of such PDUs is
+//! read PDU by PDU, without copies.
 //!
 //! Limits enforced here: the per-initiator session cap at login (status 0x0302), the
 //! outgoing backlog budget (`backlog.rs`), the gateway-wide command data budget
@@ -37,7 +38,7 @@ use iscsi::{
     TmfResponseCode,
 };
 use scsi::{Nexus, ResetKind};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -50,12 +51,11 @@ use crate::net::backlog::{Backlog, Reservation};
 use crate::net::budget::{DataBudget, DataReservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
 use crate::net::large_pdu::LargePdu;
+use crate::net::read::{read_some, Lockstep, READ_CHUNK};
 use crate::net::registry::{Control, Registration};
 use crate::net::targets::RELATIVE_PORT_ID;
 use crate::net::ServerContext;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 256 * 1024;
 /// Write data the protocol may buffer for commands held at the closed intake gate before
 /// the connection stops reading (see the module docs), counting a large PDU being received:
 /// with 32 sessions pushing 128 KiB writes into their windows it is what keeps the gateway's
@@ -211,6 +211,7 @@ async fn serve(
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     // A large data PDU being received outside `inbuf` (`large_pdu.rs`).
     let mut large: Option<LargePdu> = None;
+    let mut lockstep = Lockstep::default();
     let mut out: Vec<Bytes> = Vec::new();
     let mut session: Option<Session> = None;
     let mut in_flight: HashMap<TaskId, InFlight> = HashMap::new();
@@ -241,7 +242,7 @@ async fn serve(
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            r = read_some(&mut sock, &mut inbuf, &mut large, conn.session()), if !read_paused => match r {
+            r = read_some(&mut sock, &mut inbuf, &mut large, &mut lockstep, conn.session()), if !read_paused => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx, peer };
@@ -598,26 +599,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Reads what the socket has. While a SCSI Command or Data-Out with a large data segment
-/// is arriving, only the rest of that PDU is read, into a pooled buffer where its data
-/// segment starts 4096-aligned (`large_pdu.rs`): the write data then goes to O_DIRECT as
-/// received, with no copy.
-async fn read_some(
-    sock: &mut TcpStream,
-    buf: &mut BytesMut,
-    large: &mut Option<LargePdu>,
-    session: Option<&SessionInfo>,
-) -> std::io::Result<usize> {
-    if large.is_none() {
-        *large = session.and_then(|s| LargePdu::start(buf, s));
-    }
-    if let Some(pdu) = large {
-        return pdu.read(sock).await;
-    }
-    buf.reserve(READ_CHUNK);
-    sock.read_buf(buf).await
 }
 
 /// Writes every buffer in `out` (vectored), leaving it empty.

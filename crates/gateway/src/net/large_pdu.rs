@@ -30,15 +30,44 @@
 //! protocol they are no longer counted here but as the protocol's buffered write data or a
 //! delivered command's reservation.
 
+use std::io::{self, IoSliceMut};
+
 use bufpool::AlignedBuf;
 use bytes::{Bytes, BytesMut};
-use iscsi::pdu::{frame_layout, Bhs, FrameConfig};
+use iscsi::pdu::{frame_layout, Bhs, FrameConfig, BHS_LEN};
 use iscsi::SessionInfo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Smaller data segments are not worth a buffer of their own.
 const MIN_SEGMENT: usize = 4096;
+
+/// Data segments at least this large are worth a read of their own: a stream of them is
+/// read in lockstep (`net/read.rs`), each read ending at the next PDU's header, so no data
+/// segment lands in the input buffer and has to be copied out of it. Smaller ones are
+/// cheaper to copy than to read one by one.
+pub(crate) const LOCKSTEP_MIN: usize = 64 * 1024;
+
+/// Length of a header without AHS in this session: BHS and header digest.
+pub(crate) fn plain_header_len(s: &SessionInfo) -> usize {
+    BHS_LEN + if s.params.header_digest { 4 } else { 0 }
+}
+
+/// Whether `buf` starts with the whole BHS of a SCSI Command or Data-Out whose data
+/// segment is at least [`LOCKSTEP_MIN`] (and within the negotiated limit).
+pub(crate) fn starts_lockstep_pdu(buf: &[u8], s: &SessionInfo) -> bool {
+    let Some(h) = Bhs::read(buf) else {
+        return false;
+    };
+    let dsl = h.data_segment_len() as usize;
+    takes_aligned_path(&h)
+        && (LOCKSTEP_MIN..=s.params.target_max_recv_data_segment_length as usize).contains(&dsl)
+}
+
+fn takes_aligned_path(h: &Bhs) -> bool {
+    let opcode = h.opcode();
+    opcode == iscsi::pdu::opcode::SCSI_COMMAND || opcode == iscsi::pdu::opcode::DATA_OUT
+}
 
 /// One large PDU being received.
 pub(crate) struct LargePdu {
@@ -57,8 +86,7 @@ impl LargePdu {
     /// nothing after them: the connection reads only this PDU's rest until it is complete).
     pub(crate) fn start(buf: &mut BytesMut, s: &SessionInfo) -> Option<LargePdu> {
         let h = Bhs::read(buf)?;
-        let opcode = h.opcode();
-        if opcode != iscsi::pdu::opcode::SCSI_COMMAND && opcode != iscsi::pdu::opcode::DATA_OUT {
+        if !takes_aligned_path(&h) {
             return None;
         }
         let cfg = FrameConfig::for_session(s);
@@ -96,6 +124,53 @@ impl LargePdu {
         let n = sock.read(rest).await?;
         self.filled += n;
         Ok(n)
+    }
+
+    /// Reads more of the tail from `sock` and, in the same read once the tail is whole, up
+    /// to `after` bytes that follow it, appended to `buf`: the next PDU's header, so that
+    /// its data can be read straight into a buffer of its own too. Cancel safe: `buf` is
+    /// only changed between awaits, and bytes are counted once the read returned them.
+    /// `Ok(0)` means the peer closed.
+    pub(crate) async fn read_with_next(
+        &mut self,
+        sock: &TcpStream,
+        buf: &mut BytesMut,
+        after: usize,
+    ) -> io::Result<usize> {
+        loop {
+            sock.readable().await?;
+            let Some(rest) = self.tail.as_mut_slice().get_mut(self.filled..) else {
+                return Ok(0);
+            };
+            let rest_len = rest.len();
+            let old = buf.len();
+            buf.resize(old + after, 0);
+            let read = match buf.get_mut(old..) {
+                Some(next) => {
+                    sock.try_read_vectored(&mut [IoSliceMut::new(rest), IoSliceMut::new(next)])
+                }
+                None => Ok(0),
+            };
+            match read {
+                Ok(n) => {
+                    let into_tail = n.min(rest_len);
+                    self.filled += into_tail;
+                    buf.truncate(old + (n - into_tail));
+                    return Ok(n);
+                }
+                Err(e) => {
+                    buf.truncate(old);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Length of the tail (data segment, padding, data digest).
+    pub(crate) fn tail_len(&self) -> usize {
+        self.tail.len()
     }
 
     /// Memory this PDU holds while it is received: its header and its tail buffer.

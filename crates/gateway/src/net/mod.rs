@@ -8,6 +8,7 @@ pub mod connection;
 pub mod exec;
 mod large_pdu;
 pub mod lun_gate;
+mod read;
 pub mod registry;
 pub mod targets;
 pub mod workers;
