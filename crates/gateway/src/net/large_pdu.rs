@@ -30,7 +30,7 @@
 //! protocol they are no longer counted here but as the protocol's buffered write data or a
 //! delivered command's reservation.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 
 use bufpool::AlignedBuf;
 use bytes::{Bytes, BytesMut};
@@ -38,6 +38,8 @@ use iscsi::pdu::{frame_layout, Bhs, FrameConfig, BHS_LEN};
 use iscsi::SessionInfo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+use crate::net::read::read_appending;
 
 /// Smaller data segments are not worth a buffer of their own.
 const MIN_SEGMENT: usize = 4096;
@@ -137,35 +139,12 @@ impl LargePdu {
         buf: &mut BytesMut,
         after: usize,
     ) -> io::Result<usize> {
-        loop {
-            sock.readable().await?;
-            let Some(rest) = self.tail.as_mut_slice().get_mut(self.filled..) else {
-                return Ok(0);
-            };
-            let rest_len = rest.len();
-            let old = buf.len();
-            buf.resize(old + after, 0);
-            let read = match buf.get_mut(old..) {
-                Some(next) => {
-                    sock.try_read_vectored(&mut [IoSliceMut::new(rest), IoSliceMut::new(next)])
-                }
-                None => Ok(0),
-            };
-            match read {
-                Ok(n) => {
-                    let into_tail = n.min(rest_len);
-                    self.filled += into_tail;
-                    buf.truncate(old + (n - into_tail));
-                    return Ok(n);
-                }
-                Err(e) => {
-                    buf.truncate(old);
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        let Some(rest) = self.tail.as_mut_slice().get_mut(self.filled..) else {
+            return Ok(0);
+        };
+        let (into_rest, into_buf) = read_appending(sock, rest, buf, after).await?;
+        self.filled += into_rest;
+        Ok(into_rest + into_buf)
     }
 
     /// Length of the tail (data segment, padding, data digest).

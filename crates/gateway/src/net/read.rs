@@ -15,7 +15,7 @@
 //! into its own buffer in turn, and so on, one read per PDU and no copy. The first header
 //! that is anything else ends the lockstep and chunked reads resume.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 
 use bytes::BytesMut;
 use iscsi::pdu::BHS_LEN;
@@ -73,21 +73,36 @@ async fn read_chunk(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usiz
     sock.read_buf(buf).await
 }
 
-/// Reads at most `max` bytes, appended to `buf`. Cancel safe: `buf` only changes between
-/// awaits.
+/// Reads at most `max` bytes, appended to `buf`.
 async fn read_at_most(sock: &TcpStream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    let (_, n) = read_appending(sock, &mut [], buf, max).await?;
+    Ok(n)
+}
+
+/// One read (`readv`) into `first` and, once that is full, at most `max` more bytes
+/// appended to `buf`; returns how many went to each. Cancel safe: `buf` only changes
+/// between awaits, so a cancelled read leaves it as it was. `(0, 0)` means the peer closed.
+pub(crate) async fn read_appending(
+    sock: &TcpStream,
+    first: &mut [u8],
+    buf: &mut BytesMut,
+    max: usize,
+) -> io::Result<(usize, usize)> {
     loop {
         sock.readable().await?;
         let old = buf.len();
         buf.resize(old + max, 0);
         let read = match buf.get_mut(old..) {
-            Some(spare) => sock.try_read(spare),
+            Some(spare) => {
+                sock.try_read_vectored(&mut [IoSliceMut::new(first), IoSliceMut::new(spare)])
+            }
             None => Ok(0),
         };
         match read {
             Ok(n) => {
-                buf.truncate(old + n);
-                return Ok(n);
+                let into_first = n.min(first.len());
+                buf.truncate(old + (n - into_first));
+                return Ok((into_first, n - into_first));
             }
             Err(e) => {
                 buf.truncate(old);
