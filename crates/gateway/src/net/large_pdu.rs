@@ -171,4 +171,4 @@ impl LargePdu {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

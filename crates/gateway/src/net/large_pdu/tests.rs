@@ -10,7 +10,9 @@ use tokio::io::AsyncWriteExt;
 
 const DATA_ALIGN: usize = bufpool::BUF_ALIGN;
 
-fn session(digests: bool) -> SessionInfo {
+/// A logged-in session's parameters, with or without digests (also used by `read.rs`'s
+/// tests).
+pub(crate) fn session(digests: bool) -> SessionInfo {
     let mut params = SessionParams::defaults(&Limits::default());
     params.header_digest = digests;
     params.data_digest = digests;

@@ -4,23 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::net::large_pdu::tests::session as session_with;
 use bytes::Bytes;
 use iscsi::pdu::{Pdu, ScsiDataOut};
-use iscsi::{Limits, SessionParams, SessionType};
 use tokio::io::AsyncWriteExt;
-
-fn session() -> SessionInfo {
-    SessionInfo {
-        initiator_name: "iqn.2024-01.org.example:i".into(),
-        initiator_alias: None,
-        isid: [0; 6],
-        tsih: 1,
-        cid: 0,
-        target_name: None,
-        session_type: SessionType::Normal,
-        params: SessionParams::defaults(&Limits::default()),
-    }
-}
 
 fn data_out(len: usize, seq: u8) -> Bytes {
     Pdu::DataOut(ScsiDataOut {
@@ -101,21 +88,26 @@ impl Receiver {
     }
 }
 
-#[tokio::test]
-async fn a_stream_of_large_writes_is_read_pdu_by_pdu_without_copies() {
+/// Sends `wire` (all of it written as soon as the socket takes it, from another task) and
+/// receives it as the connection would; returns the receiver's state and the bytes sent.
+async fn send_and_receive(wire: Vec<u8>) -> (Receiver, Vec<u8>) {
     let (mut tx, mut rx) = pair().await;
-    let s = session();
-    let wire: Vec<u8> = (1..=8u8).flat_map(|i| data_out(128 << 10, i)).collect();
     let total = wire.len();
-    // All sent before the reads start where the socket buffers allow, so chunked reads
-    // would take several PDUs at once.
     let writer = tokio::spawn(async move {
         tx.write_all(&wire).await.unwrap();
         (tx, wire)
     });
     let mut r = Receiver::new();
-    r.receive(&mut rx, &s, total).await;
+    r.receive(&mut rx, &session_with(false), total).await;
     let (_tx, wire) = writer.await.unwrap();
+    (r, wire)
+}
+
+#[tokio::test]
+async fn a_stream_of_large_writes_is_read_pdu_by_pdu_without_copies() {
+    // Sent as fast as the socket takes it, so chunked reads would take several PDUs at once.
+    let wire: Vec<u8> = (1..=8u8).flat_map(|i| data_out(128 << 10, i)).collect();
+    let (r, wire) = send_and_receive(wire).await;
     assert_eq!(r.got, wire, "every byte, in order");
     // Only the first read is a chunked one (a header is needed before a size is known):
     // at most the first PDU went through the input buffer whole.
@@ -129,21 +121,12 @@ async fn a_stream_of_large_writes_is_read_pdu_by_pdu_without_copies() {
 
 #[tokio::test]
 async fn anything_but_a_large_data_pdu_ends_the_lockstep() {
-    let (mut tx, mut rx) = pair().await;
-    let s = session();
     let big = data_out(128 << 10, 1);
     // PDUs without data: each header alone is a whole PDU, the case where reading header
     // by header would go on.
     let small: Vec<u8> = (0..200u8).flat_map(|i| data_out(0, i)).collect();
     let wire: Vec<u8> = [&big[..], &big[..], &small[..]].concat();
-    let total = wire.len();
-    let writer = tokio::spawn(async move {
-        tx.write_all(&wire).await.unwrap();
-        (tx, wire)
-    });
-    let mut r = Receiver::new();
-    r.receive(&mut rx, &s, total).await;
-    let (_tx, wire) = writer.await.unwrap();
+    let (r, wire) = send_and_receive(wire).await;
     assert_eq!(r.got, wire);
     assert!(!r.lockstep.0, "small PDUs end it");
     assert!(
@@ -196,7 +179,7 @@ async fn mixed_streams_cut_anywhere_arrive_intact() {
         128 << 10,
         256 << 10,
     ];
-    let s = session();
+    let s = session_with(false);
     for seed in 1..=24u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let wire: Vec<u8> = (0..12)
