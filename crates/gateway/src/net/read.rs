@@ -7,7 +7,8 @@
 //! (`large_pdu.rs`), so O_DIRECT writes its data as received. But whatever a chunked read
 //! already took of that data segment has to be copied over, and with a stream of 128 KiB
 //! writes a 256 KiB read takes most of the next PDU: the copy was 14 % of the machine's
-//! samples in a 128 KiB seqwrite profile (benches/README.md, run H).
+//! samples in a 128 KiB seqwrite profile (benches/README.md, "128 KiB writes read PDU by
+//! PDU").
 //!
 //! So once a data segment of at least [`LOCKSTEP_MIN`] is being received, reads go in
 //! lockstep: the rest of that segment and, in the same `readv`, at most the next PDU's
