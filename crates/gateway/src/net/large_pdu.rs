@@ -36,7 +36,6 @@ use bufpool::AlignedBuf;
 use bytes::{Bytes, BytesMut};
 use iscsi::pdu::{frame_layout, Bhs, FrameConfig, BHS_LEN};
 use iscsi::SessionInfo;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::net::read::read_appending;
@@ -58,17 +57,16 @@ pub(crate) fn plain_header_len(s: &SessionInfo) -> usize {
 /// Whether `buf` starts with the whole BHS of a SCSI Command or Data-Out whose data
 /// segment is at least [`LOCKSTEP_MIN`] (and within the negotiated limit).
 pub(crate) fn starts_lockstep_pdu(buf: &[u8], s: &SessionInfo) -> bool {
-    let Some(h) = Bhs::read(buf) else {
-        return false;
-    };
-    let dsl = h.data_segment_len() as usize;
-    takes_aligned_path(&h)
-        && (LOCKSTEP_MIN..=s.params.target_max_recv_data_segment_length as usize).contains(&dsl)
+    Bhs::read(buf).is_some_and(|h| aligned_segment_at_least(&h, s, LOCKSTEP_MIN))
 }
 
-fn takes_aligned_path(h: &Bhs) -> bool {
+/// Whether `h` is a SCSI Command or Data-Out (the PDUs that carry write data) whose data
+/// segment is at least `min` and within our MaxRecvDataSegmentLength.
+fn aligned_segment_at_least(h: &Bhs, s: &SessionInfo, min: usize) -> bool {
     let opcode = h.opcode();
-    opcode == iscsi::pdu::opcode::SCSI_COMMAND || opcode == iscsi::pdu::opcode::DATA_OUT
+    let dsl = h.data_segment_len() as usize;
+    (opcode == iscsi::pdu::opcode::SCSI_COMMAND || opcode == iscsi::pdu::opcode::DATA_OUT)
+        && (min..=s.params.target_max_recv_data_segment_length as usize).contains(&dsl)
 }
 
 /// One large PDU being received.
@@ -88,15 +86,10 @@ impl LargePdu {
     /// nothing after them: the connection reads only this PDU's rest until it is complete).
     pub(crate) fn start(buf: &mut BytesMut, s: &SessionInfo) -> Option<LargePdu> {
         let h = Bhs::read(buf)?;
-        if !takes_aligned_path(&h) {
+        if !aligned_segment_at_least(&h, s, MIN_SEGMENT) {
             return None;
         }
-        let cfg = FrameConfig::for_session(s);
-        let dsl = h.data_segment_len() as usize;
-        if dsl < MIN_SEGMENT || dsl > cfg.max_recv_data_segment_length as usize {
-            return None;
-        }
-        let (data_at, total) = frame_layout(&h, &cfg);
+        let (data_at, total) = frame_layout(&h, &FrameConfig::for_session(s));
         let have = buf.len();
         // Header not whole yet (read on), or nothing left to receive.
         if have < data_at || have >= total {
@@ -117,23 +110,12 @@ impl LargePdu {
         Some(pdu)
     }
 
-    /// Reads more of the tail from `sock` (never past its end). Cancel safe: bytes are
-    /// counted only once the read returned them. `Ok(0)` means the peer closed.
-    pub(crate) async fn read(&mut self, sock: &mut TcpStream) -> std::io::Result<usize> {
-        let Some(rest) = self.tail.as_mut_slice().get_mut(self.filled..) else {
-            return Ok(0);
-        };
-        let n = sock.read(rest).await?;
-        self.filled += n;
-        Ok(n)
-    }
-
-    /// Reads more of the tail from `sock` and, in the same read once the tail is whole, up
-    /// to `after` bytes that follow it, appended to `buf`: the next PDU's header, so that
-    /// its data can be read straight into a buffer of its own too. Cancel safe: `buf` is
-    /// only changed between awaits, and bytes are counted once the read returned them.
-    /// `Ok(0)` means the peer closed.
-    pub(crate) async fn read_with_next(
+    /// Reads more of the tail from `sock` (never past its end) and, in the same read once
+    /// the tail is whole, up to `after` bytes that follow it, appended to `buf` (in lockstep
+    /// the next PDU's header, so that its data can be read straight into a buffer of its own
+    /// too; 0: nothing past the tail). Cancel safe: `buf` is only changed between awaits,
+    /// and bytes are counted once the read returned them. `Ok(0)` means the peer closed.
+    pub(crate) async fn read(
         &mut self,
         sock: &TcpStream,
         buf: &mut BytesMut,

@@ -51,12 +51,9 @@ pub(crate) async fn read_some(
     }
     let header = plain_header_len(s);
     if let Some(pdu) = large {
-        if pdu.tail_len() >= LOCKSTEP_MIN {
-            lockstep.0 = true;
-            return pdu.read_with_next(sock, buf, header).await;
-        }
-        lockstep.0 = false;
-        return pdu.read(sock).await;
+        lockstep.0 = pdu.tail_len() >= LOCKSTEP_MIN;
+        let after = if lockstep.0 { header } else { 0 };
+        return pdu.read(sock, buf, after).await;
     }
     if lockstep.0 && buf.len() < header {
         let n = read_at_most(sock, buf, header - buf.len()).await?;

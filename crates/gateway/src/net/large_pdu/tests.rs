@@ -75,7 +75,7 @@ async fn received_frame_is_exact_and_aligned_in_a_recycled_buffer() {
     let mut tx = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
-    let (mut rx, _) = listener.accept().await.unwrap();
+    let (rx, _) = listener.accept().await.unwrap();
     for digests in [false, true] {
         let s = session(digests);
         let wire = data_out(128 << 10, digests);
@@ -95,7 +95,7 @@ async fn received_frame_is_exact_and_aligned_in_a_recycled_buffer() {
         );
         tx.write_all(&wire[100..]).await.unwrap();
         while !pdu.is_complete() {
-            assert!(pdu.read(&mut rx).await.unwrap() > 0);
+            assert!(pdu.read(&rx, &mut BytesMut::new(), 0).await.unwrap() > 0);
         }
         let (head, tail) = pdu.into_parts();
         assert_eq!(head, &wire[..data_at], "the header, exactly");
@@ -121,7 +121,7 @@ async fn a_pdu_being_received_counts_in_the_data_budget_until_handed_over() {
     let mut tx = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
-    let (mut rx, _) = listener.accept().await.unwrap();
+    let (rx, _) = listener.accept().await.unwrap();
     let conn = iscsi::Connection::new(
         std::sync::Arc::new(iscsi::ServerConfig {
             targets: Vec::new(),
@@ -141,7 +141,15 @@ async fn a_pdu_being_received_counts_in_the_data_budget_until_handed_over() {
     assert_eq!(assembling(&conn, large.as_ref()), n);
     tx.write_all(&wire[100..]).await.unwrap();
     while !large.as_ref().unwrap().is_complete() {
-        assert!(large.as_mut().unwrap().read(&mut rx).await.unwrap() > 0);
+        assert!(
+            large
+                .as_mut()
+                .unwrap()
+                .read(&rx, &mut BytesMut::new(), 0)
+                .await
+                .unwrap()
+                > 0
+        );
         assert_eq!(
             assembling(&conn, large.as_ref()),
             n,
