@@ -51,7 +51,7 @@ use crate::net::backlog::{Backlog, Reservation};
 use crate::net::budget::{DataBudget, DataReservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
 use crate::net::large_pdu::LargePdu;
-use crate::net::read::{read_some, Lockstep, READ_CHUNK};
+use crate::net::read::{read_some, ReadState, READ_CHUNK};
 use crate::net::registry::{Control, Registration};
 use crate::net::targets::RELATIVE_PORT_ID;
 use crate::net::ServerContext;
@@ -211,7 +211,7 @@ async fn serve(
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     // A large data PDU being received outside `inbuf` (`large_pdu.rs`).
     let mut large: Option<LargePdu> = None;
-    let mut lockstep = Lockstep::default();
+    let mut reading = ReadState::default();
     let mut out: Vec<Bytes> = Vec::new();
     let mut session: Option<Session> = None;
     let mut in_flight: HashMap<TaskId, InFlight> = HashMap::new();
@@ -242,7 +242,7 @@ async fn serve(
         let deadline = conn.poll_timeout().map(Instant::from_std);
         let now = std::time::Instant::now;
         tokio::select! {
-            r = read_some(&mut sock, &mut inbuf, &mut large, &mut lockstep, conn.session()), if !read_paused => match r {
+            r = read_some(&mut sock, &mut inbuf, &mut large, &mut reading, conn.session()), if !read_paused => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(_) => {
                     let policy = Policy { ctx: &ctx, peer };

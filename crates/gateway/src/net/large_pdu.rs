@@ -129,6 +129,11 @@ impl LargePdu {
         Ok(into_rest + into_buf)
     }
 
+    /// Bytes of the tail still to be received.
+    pub(crate) fn rest_len(&self) -> usize {
+        self.tail.len().saturating_sub(self.filled)
+    }
+
     /// Length of the tail (data segment, padding, data digest).
     pub(crate) fn tail_len(&self) -> usize {
         self.tail.len()

@@ -11,6 +11,7 @@ pub mod lun_gate;
 mod read;
 pub mod registry;
 pub mod targets;
+mod wake_threshold;
 pub mod workers;
 
 use std::net::SocketAddr;

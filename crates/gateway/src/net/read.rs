@@ -15,6 +15,9 @@
 //! header. If that header announces another large data PDU, its data is read straight
 //! into its own buffer in turn, and so on, one read per PDU and no copy. The first header
 //! that is anything else ends the lockstep and chunked reads resume.
+//!
+//! While the rest of a large PDU is awaited, the socket's low-water mark is raised to it
+//! (`wake_threshold.rs`), so the connection wakes once for it rather than per TCP segment.
 
 use std::io::{self, IoSliceMut};
 
@@ -25,6 +28,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::net::large_pdu::{plain_header_len, starts_lockstep_pdu, LargePdu, LOCKSTEP_MIN};
+use crate::net::wake_threshold::WakeThreshold;
 
 /// Most bytes one chunked read takes.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
@@ -33,6 +37,13 @@ pub(crate) const READ_CHUNK: usize = 256 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct Lockstep(bool);
 
+/// How a connection reads: lockstep or not, and the socket's low-water mark.
+#[derive(Debug, Default)]
+pub(crate) struct ReadState {
+    pub(crate) lockstep: Lockstep,
+    pub(crate) wake: WakeThreshold,
+}
+
 /// Reads what the socket has, shaped as the module docs say: the rest of a large PDU into
 /// its own buffer (starting it from `buf` first if one is arriving), a header alone in
 /// lockstep, or a chunk into `buf`. `Ok(0)` means the peer closed. Cancel safe.
@@ -40,10 +51,24 @@ pub(crate) async fn read_some(
     sock: &mut TcpStream,
     buf: &mut BytesMut,
     large: &mut Option<LargePdu>,
-    lockstep: &mut Lockstep,
+    state: &mut ReadState,
     session: Option<&SessionInfo>,
 ) -> io::Result<usize> {
+    let n = read_shaped(sock, buf, large, state, session).await?;
+    state.wake.read_returned();
+    Ok(n)
+}
+
+async fn read_shaped(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    large: &mut Option<LargePdu>,
+    state: &mut ReadState,
+    session: Option<&SessionInfo>,
+) -> io::Result<usize> {
+    let ReadState { lockstep, wake } = state;
     let Some(s) = session else {
+        wake.before_other(sock);
         return read_chunk(sock, buf).await;
     };
     if large.is_none() {
@@ -53,8 +78,10 @@ pub(crate) async fn read_some(
     if let Some(pdu) = large {
         lockstep.0 = pdu.tail_len() >= LOCKSTEP_MIN;
         let after = if lockstep.0 { header } else { 0 };
+        wake.before_rest(sock, pdu.rest_len());
         return pdu.read(sock, buf, after).await;
     }
+    wake.before_other(sock);
     if lockstep.0 && buf.len() < header {
         let n = read_at_most(sock, buf, header - buf.len()).await?;
         if buf.len() >= BHS_LEN && !starts_lockstep_pdu(buf, s) {

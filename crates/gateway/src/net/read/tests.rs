@@ -38,7 +38,7 @@ async fn pair() -> (TcpStream, TcpStream) {
 struct Receiver {
     buf: BytesMut,
     large: Option<LargePdu>,
-    lockstep: Lockstep,
+    state: ReadState,
     got: Vec<u8>,
     through_buf: usize,
     reads: usize,
@@ -49,7 +49,7 @@ impl Receiver {
         Receiver {
             buf: BytesMut::new(),
             large: None,
-            lockstep: Lockstep::default(),
+            state: ReadState::default(),
             got: Vec::new(),
             through_buf: 0,
             reads: 0,
@@ -59,15 +59,9 @@ impl Receiver {
     async fn receive(&mut self, rx: &mut TcpStream, s: &SessionInfo, total: usize) {
         while self.got.len() < total {
             assert!(self.reads < 10_000, "bounded");
-            let n = read_some(
-                rx,
-                &mut self.buf,
-                &mut self.large,
-                &mut self.lockstep,
-                Some(s),
-            )
-            .await
-            .unwrap();
+            let n = read_some(rx, &mut self.buf, &mut self.large, &mut self.state, Some(s))
+                .await
+                .unwrap();
             assert!(n > 0, "peer closed early");
             self.reads += 1;
             if let Some(pdu) = self.large.take_if(|p| p.is_complete()) {
@@ -116,7 +110,10 @@ async fn a_stream_of_large_writes_is_read_pdu_by_pdu_without_copies() {
         "{} data bytes went through the input buffer",
         r.through_buf
     );
-    assert!(r.lockstep.0, "still in lockstep after large PDUs only");
+    assert!(
+        r.state.lockstep.0,
+        "still in lockstep after large PDUs only"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +125,7 @@ async fn anything_but_a_large_data_pdu_ends_the_lockstep() {
     let wire: Vec<u8> = [&big[..], &big[..], &small[..]].concat();
     let (r, wire) = send_and_receive(wire).await;
     assert_eq!(r.got, wire);
-    assert!(!r.lockstep.0, "small PDUs end it");
+    assert!(!r.state.lockstep.0, "small PDUs end it");
     assert!(
         r.reads < 60,
         "the 200 small PDUs were read in chunks, not header by header: {} reads",
@@ -142,10 +139,10 @@ async fn before_login_reads_are_chunked() {
     tx.write_all(&[7u8; 1000]).await.unwrap();
     let mut buf = BytesMut::new();
     let mut large = None;
-    let mut lockstep = Lockstep::default();
+    let mut state = ReadState::default();
     let mut n = 0;
     while n < 1000 {
-        n += read_some(&mut rx, &mut buf, &mut large, &mut lockstep, None)
+        n += read_some(&mut rx, &mut buf, &mut large, &mut state, None)
             .await
             .unwrap();
     }
@@ -202,7 +199,12 @@ async fn mixed_streams_cut_anywhere_arrive_intact() {
             (tx, wire)
         });
         let mut r = Receiver::new();
-        r.receive(&mut rx, &s, total).await;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            r.receive(&mut rx, &s, total),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the reader stopped waking"));
         let (_tx, wire) = writer.await.unwrap();
         assert!(r.got == wire, "seed {seed}: bytes differ");
         assert!(
@@ -210,4 +212,119 @@ async fn mixed_streams_cut_anywhere_arrive_intact() {
             "seed {seed}: leftovers"
         );
     }
+}
+
+/// Gives `sock` a fixed receive buffer of about `bytes` (so the low-water mark is not
+/// capped by a buffer autotuning has not grown yet).
+fn set_receive_buffer(sock: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap();
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// Writes `wire` in `piece`-byte writes with a pause after each, as a slow link delivers.
+fn trickle(
+    mut tx: TcpStream,
+    wire: Vec<u8>,
+    piece: usize,
+) -> tokio::task::JoinHandle<(TcpStream, Vec<u8>)> {
+    tokio::spawn(async move {
+        for part in wire.chunks(piece) {
+            tx.write_all(part).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        (tx, wire)
+    })
+}
+
+#[tokio::test]
+async fn a_large_pdu_arriving_in_pieces_wakes_the_reader_once() {
+    let (tx, mut rx) = pair().await;
+    set_receive_buffer(&rx, 2 << 20);
+    let wire: Vec<u8> = (1..=4u8).flat_map(|i| data_out(128 << 10, i)).collect();
+    let total = wire.len();
+    // 8 pieces per PDU: read as they come, that is at least 8 reads per PDU.
+    let writer = trickle(tx, wire, 16 << 10);
+    let mut r = Receiver::new();
+    r.receive(&mut rx, &session_with(false), total).await;
+    let (_tx, wire) = writer.await.unwrap();
+    assert!(r.got == wire, "every byte, in order");
+    assert!(
+        r.reads <= 12,
+        "the rest of each PDU was read in one wake-up: {} reads for 4 PDUs",
+        r.reads
+    );
+    assert!(
+        r.state.wake.current() > 1,
+        "the mark is up between large PDUs"
+    );
+}
+
+#[tokio::test]
+async fn a_large_pdu_then_silence_is_still_received() {
+    // An initiator with one write outstanding sends its PDU and waits for the status: the
+    // mark must never ask for more than the PDU still needs.
+    for piece in [usize::MAX, 40 << 10, 1000] {
+        let (tx, mut rx) = pair().await;
+        set_receive_buffer(&rx, 2 << 20);
+        let wire = data_out(256 << 10, 9).to_vec();
+        let total = wire.len();
+        let writer = trickle(tx, wire, piece.min(total));
+        let mut r = Receiver::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            r.receive(&mut rx, &session_with(false), total),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!("pieces of {piece}: the PDU's last bytes never woke the reader")
+        });
+        let (tx, wire) = writer.await.unwrap();
+        assert!(r.got == wire);
+        drop(tx);
+    }
+}
+
+#[tokio::test]
+async fn other_reads_put_the_default_mark_back() {
+    let (tx, mut rx) = pair().await;
+    set_receive_buffer(&rx, 2 << 20);
+    let big: Vec<u8> = (1..=2u8).flat_map(|i| data_out(128 << 10, i)).collect();
+    let small: Vec<u8> = (0..3u8).flat_map(|i| data_out(0, i)).collect();
+    let (big_len, small_len) = (big.len(), small.len());
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(async move {
+        let (mut tx, _) = trickle(tx, big, 16 << 10).await.unwrap();
+        // Header-only PDUs one at a time, as NOP-Outs come: each alone must wake the
+        // reader, whatever mark the large PDUs left.
+        go_rx.await.unwrap();
+        for pdu in small.chunks(BHS_LEN) {
+            tx.write_all(pdu).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tx
+    });
+    let s = session_with(false);
+    let mut r = Receiver::new();
+    r.receive(&mut rx, &s, big_len).await;
+    assert!(r.state.wake.current() > 1, "the large PDUs raised the mark");
+    go_tx.send(()).unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        r.receive(&mut rx, &s, big_len + small_len),
+    )
+    .await
+    .expect("header-only PDUs after large ones wake the reader");
+    let _tx = writer.await.unwrap();
+    assert_eq!(r.state.wake.current(), 1, "back to the default");
 }
