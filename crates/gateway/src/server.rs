@@ -47,7 +47,13 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     });
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
-    let workers = Arc::new(Workers::start(threads).context("cannot start the connection threads")?);
+    let workers = Arc::new(
+        Workers::start(
+            threads,
+            std::time::Duration::from_micros(config.server.idle_poll_us.into()),
+        )
+        .context("cannot start the connection threads")?,
+    );
     let buffer_cache = buffers::configure(&config.limits, threads);
     info!(
         threads,
@@ -281,7 +287,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(2));
-        let workers = Arc::new(Workers::start(1).unwrap());
+        let workers = Arc::new(Workers::start(1, std::time::Duration::ZERO).unwrap());
         let task = tokio::spawn(accept_loop(listener, ctx, slots, workers, stop_rx));
         let mut a = TcpStream::connect(addr).await.unwrap();
         let mut b = TcpStream::connect(addr).await.unwrap();

@@ -198,6 +198,8 @@ fn bad_cases_name_the_key() {
          "iscsi.cmdsn_window: 0 is outside"),
         (format!("[server]\nnaa_company_id = 0x1000000\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n"),
          "server.naa_company_id:"),
+        (format!("[server]\nidle_poll_us = 5000\ndata_dir = \"{dd}\"\n[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"a\"\nsize = \"1M\"\n"),
+         "server.idle_poll_us: 5000 is outside 0..=1000"),
         (format!("[[target]]\niqn = \"iqn.2024-01.org.e:s\"\ntpgt = 0\n[[target.lun]]\npath = \"{dd}/a\"\nsize = \"1M\"\n"),
          "target[0].tpgt: must be"),
         (format!("[[target]]\niqn = \"iqn.2024-01.org.e:s\"\n[[target.lun]]\npath = \"{dd}\"\n"),
@@ -299,8 +301,10 @@ fn quick_flags() {
         ],
         data_dir: Some(d.path().to_path_buf()),
         metrics_listen: None,
+        idle_poll_us: Some(50),
     };
     let c = Config::from_flags(&flags).unwrap();
+    assert_eq!(c.server.idle_poll_us, 50);
     assert_eq!(c.server.listen.len(), 2);
     assert_eq!(c.server.advertise[0].to_string(), "192.0.2.10:3260");
     let t = &c.targets[0];

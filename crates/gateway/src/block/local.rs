@@ -84,6 +84,13 @@ impl LocalRing {
         }))
     }
 
+    /// The ring's fd: readable when completions may be waiting (what idle polling watches).
+    pub fn raw_fd(&self) -> RawFd {
+        self.readiness
+            .as_ref()
+            .map_or(-1, |r| r.get_ref().as_raw_fd())
+    }
+
     fn core(&self) -> CoreGuard<'_> {
         CoreGuard(self.core.lock().unwrap_or_else(|p| p.into_inner()))
     }

@@ -1,5 +1,5 @@
 //! The quick command-line flags of `serve` (`--listen`, `--iqn`, `--lun PATH[,size=..]`,
-//! `--advertise`, `--data-dir`, `--metrics-listen`) turned into a [`Config`] through the same validation as a
+//! `--advertise`, `--data-dir`, `--metrics-listen`, `--idle-poll-us`) turned into a [`Config`] through the same validation as a
 //! file. `--lun` values are
 //! `PATH[,size=SIZE][,serial=SERIAL][,read_cache=on|off][,direct=auto|on|off]`; LUN
 //! numbers are 0, 1, ... in flag order. Without `--lun` the embedded default LUN `<data_dir>/lun0.img` (1 GiB)
@@ -25,6 +25,8 @@ pub struct QuickFlags {
     pub data_dir: Option<PathBuf>,
     /// `--metrics-listen ADDR`: serve `GET /metrics` there.
     pub metrics_listen: Option<String>,
+    /// `--idle-poll-us US`: `[server] idle_poll_us`.
+    pub idle_poll_us: Option<u32>,
 }
 
 /// A parsed `--lun` value.
@@ -131,6 +133,7 @@ impl Config {
                 lock_wait_secs: None,
                 io_threads: None,
                 adaptive_depth: None,
+                idle_poll_us: flags.idle_poll_us,
                 metrics_listen: flags.metrics_listen.clone(),
             },
             iscsi: Default::default(),

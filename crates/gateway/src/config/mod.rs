@@ -150,6 +150,9 @@ pub struct ServerSettings {
     /// Whether each connection measures how many of its operations to give the device at
     /// once (`block/depth.rs`); false: all of them, up to its ring size. Default true.
     pub adaptive_depth: bool,
+    /// The most a connection thread polls its connections before sleeping, in µs
+    /// (`net/idle_poll.rs`); 0 (the default) = never: CPU time traded for QD1 latency.
+    pub idle_poll_us: u32,
     /// Where `GET /metrics` (Prometheus text format) is served; `None` (the default): no
     /// metrics endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]

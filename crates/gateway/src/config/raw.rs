@@ -55,6 +55,7 @@ pub struct RawServer {
     pub lock_wait_secs: Option<u32>,
     pub io_threads: Option<u32>,
     pub adaptive_depth: Option<bool>,
+    pub idle_poll_us: Option<u32>,
     pub metrics_listen: Option<String>,
 }
 

@@ -151,6 +151,13 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
             format!("{io_threads} is outside 0..={MAX_IO_THREADS} (0 = one per CPU)"),
         ));
     }
+    let idle_poll_us = raw.idle_poll_us.unwrap_or(0);
+    if idle_poll_us > MAX_IDLE_POLL_US {
+        return Err(ConfigError::invalid(
+            "server.idle_poll_us",
+            format!("{idle_poll_us} is outside 0..={MAX_IDLE_POLL_US} (0 = off)"),
+        ));
+    }
     let metrics_listen = raw
         .metrics_listen
         .as_deref()
@@ -165,6 +172,7 @@ fn resolve_server(raw: RawServer, default_data_dir: &str) -> R<ServerSettings> {
         lock_wait_secs,
         io_threads,
         adaptive_depth: raw.adaptive_depth.unwrap_or(true),
+        idle_poll_us,
         metrics_listen,
     })
 }
@@ -195,6 +203,8 @@ fn resolve_metrics_listen(s: &str, listen: &[SocketAddr]) -> R<SocketAddr> {
 
 /// More connection threads than this is a typo, not a machine.
 const MAX_IO_THREADS: u32 = 1024;
+/// `server.idle_poll_us` above a millisecond would be spinning, not polling for a reply.
+const MAX_IDLE_POLL_US: u32 = 1000;
 
 fn resolve_drbd(raw: RawDrbd) -> R<DrbdSettings> {
     let d = DrbdSettings::default();

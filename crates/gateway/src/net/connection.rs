@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,7 @@ use crate::metrics::LoginResult;
 use crate::net::backlog::{Backlog, Reservation};
 use crate::net::budget::{DataBudget, DataReservation};
 use crate::net::exec::{CommandInput, TargetRuntime};
+use crate::net::idle_poll;
 use crate::net::large_pdu::LargePdu;
 use crate::net::read::{read_some, ReadState, READ_CHUNK};
 use crate::net::registry::{Control, Registration};
@@ -170,6 +172,10 @@ pub async fn serve_connection(
             None
         }
     };
+    // Idle polling (if on) watches the socket and the ring while this connection lives.
+    let _watch_socket = idle_poll::watch(sock.as_raw_fd());
+    let _watch_ring = ring.as_ref().map(|r| idle_poll::watch(r.raw_fd()));
+    let _no_poll = ring.is_none().then(idle_poll::unwatchable);
     ring_scope(
         ring.clone(),
         serve(sock, peer, ctx, shutdown, ring.as_deref()),

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod buffers;
 pub mod connection;
 pub mod exec;
+pub mod idle_poll;
 mod large_pdu;
 pub mod lun_gate;
 mod read;

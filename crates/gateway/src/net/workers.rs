@@ -13,9 +13,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, error};
+
+use super::idle_poll;
 
 /// Work handed to a thread: builds the connection's future on that thread (so what it
 /// registers with the reactor, the socket and the ring, belongs to that thread's runtime).
@@ -35,18 +38,27 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` threads (at least one), named `gateway-io-N`.
-    pub fn start(count: usize) -> std::io::Result<Workers> {
+    /// Starts `count` threads (at least one), named `gateway-io-N`, each polling its
+    /// connections for up to `idle_poll` before it sleeps (`idle_poll.rs`; zero: never).
+    pub fn start(count: usize, idle_poll: Duration) -> std::io::Result<Workers> {
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for n in 0..count.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_all();
+            if !idle_poll.is_zero() {
+                builder
+                    .on_thread_park(idle_poll::before_park)
+                    .on_thread_unpark(idle_poll::after_unpark);
+            }
+            let rt = builder.build()?;
             let (tx, rx) = mpsc::unbounded_channel::<Job>();
             let thread = std::thread::Builder::new()
                 .name(format!("gateway-io-{n}"))
-                .spawn(move || run(rt, rx))?;
+                .spawn(move || {
+                    idle_poll::enable(idle_poll);
+                    run(rt, rx)
+                })?;
             workers.push(Worker {
                 jobs: tx,
                 load: Arc::new(AtomicUsize::new(0)),
@@ -155,11 +167,10 @@ fn run(rt: tokio::runtime::Runtime, mut jobs: mpsc::UnboundedReceiver<Job>) {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     #[test]
     fn jobs_go_to_the_least_loaded_thread_and_stay_on_it() {
-        let workers = Workers::start(2).unwrap();
+        let workers = Workers::start(2, Duration::ZERO).unwrap();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = Arc::new(Mutex::new(release_rx));
         let names = Arc::new(Mutex::new(Vec::new()));
