@@ -10,6 +10,8 @@
 #    and the backing file; qemu-img compare of LUN 0 (iscsi) against its backing file;
 #  - a LUN with read_cache=on: overwrites, zeroing and discard of cached data read back new data;
 #  - a LUN with direct=off (write-back): the same, plus unaligned overwrites, flush and FUA writes;
+#  - idle polling (--idle-poll-us 200): patterned writes and reads of 512 B .. 8 MiB, with a
+#    pause longer than the window between them, read back, and the LUN equals its file;
 #  - metrics (--metrics-listen): GET /metrics parses as Prometheus text, and a qemu-io write of
 #    N bytes and read of M bytes grow the LUN's write/read byte counters by exactly N and M,
 #    and no aligned I/O buffer stays live once the sessions ended.
@@ -149,6 +151,24 @@ qio "write-back: flush, FUA write, write zeroes and discard read back" "$UW" \
   "discard $((576 * K)) $((64 * K))" "read -P 0 $((576 * K)) $((64 * K))"
 check "write-back: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UW" "${TARGET_BACKING[0]}"
 check "target still running" target_alive
+
+echo "-- idle polling (--idle-poll-us 200: connection threads poll before they sleep)"
+if [ "$TARGET_KIND" != gateway ]; then
+  echo "  skipped: idle polling is the gateway's"
+else
+  target_stop
+  GATEWAY_EXTRA_ARGS="--idle-poll-us 200" target_start 1 64M || exit 1
+  UP=$(target_url 0)
+  check "the gateway logged idle_poll_us=200" grep -qE 'idle_poll_us[^ ]*=[^ ]*200' "$TARGET_LOG"
+  # Back-to-back commands (the polling path) of every size, then a pause longer than the
+  # cap (the window shrinks and the thread sleeps) and more commands (it must still wake).
+  qio "idle polling: writes and reads of 512 B .. 8 MiB read back" "$UP" \
+    "write -P 0x51 0 512" "write -P 0x52 4096 $((64 * K))" "write -P 0x53 $M 8M" \
+    "read -P 0x51 0 512" "read -P 0x52 4096 $((64 * K))" "read -P 0x53 $M 8M" \
+    "sleep 300" "write -P 0x54 $((12 * M)) 4096" "read -P 0x54 $((12 * M)) 4096" "read -P 0x53 $M 4096"
+  check "idle polling: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UP" "${TARGET_BACKING[0]}"
+  check "target still running" target_alive
+fi
 
 echo "-- metrics (GET /metrics while qemu-io writes and reads)"
 if [ "$TARGET_KIND" != gateway ]; then

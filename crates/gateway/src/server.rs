@@ -58,6 +58,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     info!(
         threads,
         buffer_cache_per_thread = buffer_cache,
+        idle_poll_us = config.server.idle_poll_us,
         "connection threads started"
     );
     let metrics_task = match config.server.metrics_listen {
