@@ -124,14 +124,19 @@ impl WakeThreshold {
 }
 
 fn set_mark(sock: &TcpStream, mark: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(mark).unwrap_or(libc::c_int::MAX);
+    set_socket_int(sock, libc::SO_RCVLOWAT, mark)
+}
+
+/// Sets the `SOL_SOCKET` option `name` to `value` (clamped to a C int).
+pub(crate) fn set_socket_int(sock: &TcpStream, name: libc::c_int, value: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
     // SAFETY: `value` is a live c_int and the length passed is its size; the fd is the
     // socket's, open while `sock` is borrowed.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -217,19 +217,7 @@ async fn mixed_streams_cut_anywhere_arrive_intact() {
 /// Gives `sock` a fixed receive buffer of about `bytes` (so the low-water mark is not
 /// capped by a buffer autotuning has not grown yet).
 fn set_receive_buffer(sock: &TcpStream, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(bytes).unwrap();
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    crate::net::wake_threshold::set_socket_int(sock, libc::SO_RCVBUF, bytes).unwrap();
 }
 
 /// Writes `wire` in `piece`-byte writes with a pause after each, as a slow link delivers.
