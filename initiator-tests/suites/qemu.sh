@@ -11,7 +11,8 @@
 #  - a LUN with read_cache=on: overwrites, zeroing and discard of cached data read back new data;
 #  - a LUN with direct=off (write-back): the same, plus unaligned overwrites, flush and FUA writes;
 #  - idle polling (--idle-poll-us 200): patterned writes and reads of 512 B .. 8 MiB, with a
-#    pause longer than the window between them, read back, and the LUN equals its file;
+#    pause longer than the window between them, read back, the LUN equals its file, and the
+#    metrics show polls that found input and time spent polling;
 #  - metrics (--metrics-listen): GET /metrics parses as Prometheus text, and a qemu-io write of
 #    N bytes and read of M bytes grow the LUN's write/read byte counters by exactly N and M,
 #    and no aligned I/O buffer stays live once the sessions ended.
@@ -152,12 +153,24 @@ qio "write-back: flush, FUA write, write zeroes and discard read back" "$UW" \
 check "write-back: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UW" "${TARGET_BACKING[0]}"
 check "target still running" target_alive
 
+# scrape: the metrics text at $MURL (curl, or python3 where curl is missing).
+scrape() {
+  if command -v curl >/dev/null; then
+    curl -sf --max-time 10 "$MURL"
+  else
+    python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$MURL"
+  fi
+}
+
 echo "-- idle polling (--idle-poll-us 200: connection threads poll before they sleep)"
 if [ "$TARGET_KIND" != gateway ]; then
   echo "  skipped: idle polling is the gateway's"
 else
   target_stop
-  GATEWAY_EXTRA_ARGS="--idle-poll-us 200" target_start 1 64M || exit 1
+  MPORT=$(pick_free_port)
+  while [ "$MPORT" = "$TARGET_PORT" ]; do MPORT=$(pick_free_port); done
+  MURL="http://127.0.0.1:$MPORT/metrics"
+  GATEWAY_EXTRA_ARGS="--idle-poll-us 200 --metrics-listen 127.0.0.1:$MPORT" target_start 1 64M || exit 1
   UP=$(target_url 0)
   check "the gateway logged idle_poll_us=200" grep -qE 'idle_poll_us[^ ]*=[^ ]*200' "$TARGET_LOG"
   # Back-to-back commands (the polling path) of every size, then a pause longer than the
@@ -167,6 +180,13 @@ else
     "read -P 0x51 0 512" "read -P 0x52 4096 $((64 * K))" "read -P 0x53 $M 8M" \
     "sleep 300" "write -P 0x54 $((12 * M)) 4096" "read -P 0x54 $((12 * M)) 4096" "read -P 0x53 $M 4096"
   check "idle polling: LUN (iscsi) equals its backing file" timeout "$QEMU_TIMEOUT" qemu-img compare -f raw -F raw "$UP" "${TARGET_BACKING[0]}"
+  # The threads count per thread and publish at most every 50 ms after a wake-up; the pause
+  # in the qemu-io run above and the compare's own session give them wake-ups to do it.
+  polls=$(scrape) || polls=""
+  hits=$(awk '$1 == "iscsi_gateway_idle_polls_total{result=\"hit\"}" { print $2 }' <<<"$polls")
+  psecs=$(awk '$1 == "iscsi_gateway_idle_poll_seconds_total" { print $2 }' <<<"$polls")
+  check "idle polling: some polls found input before the thread slept (hits: ${hits:-none})" test "${hits:-0}" -gt 0
+  check "idle polling: time spent polling is counted (${psecs:-none} s)" awk -v v="${psecs:-0}" 'BEGIN { exit !(v > 0) }'
   check "target still running" target_alive
 fi
 
@@ -180,14 +200,6 @@ else
   MURL="http://127.0.0.1:$MPORT/metrics"
   GATEWAY_EXTRA_ARGS="--metrics-listen 127.0.0.1:$MPORT" target_start 1 64M || exit 1
   UM=$(target_url 0)
-  # scrape: the metrics text (curl, or python3 where curl is missing).
-  scrape() {
-    if command -v curl >/dev/null; then
-      curl -sf --max-time 10 "$MURL"
-    else
-      python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$MURL"
-    fi
-  }
   # metric TEXT NAME: the value of NAME for LUN 0 of this target.
   metric() {
     awk -v want="$2{target=\"$TARGET_IQN\",lun=\"0\"}" '$1 == want { print $2; found = 1 } END { exit !found }' <<<"$1"

@@ -212,5 +212,20 @@ pub fn render(ctx: &ServerContext) -> String {
         &[],
         crate::block::buffered_write_pauses_total(),
     );
+    let polls = crate::net::idle_poll::totals();
+    w.family(
+        "iscsi_gateway_idle_polls_total",
+        Kind::Counter,
+        "Idle polls of connection threads (server.idle_poll_us) by result: hit (input came within the window, the thread did not sleep), miss (the window ran out, the thread slept).",
+    );
+    for (label, n) in [("hit", polls.hits), ("miss", polls.misses)] {
+        w.sample("iscsi_gateway_idle_polls_total", &[("result", label)], n);
+    }
+    w.family(
+        "iscsi_gateway_idle_poll_seconds_total",
+        Kind::Counter,
+        "Time connection threads spent polling before they slept: the CPU time server.idle_poll_us costs.",
+    );
+    w.sample_f64("iscsi_gateway_idle_poll_seconds_total", &[], polls.seconds);
     w.finish()
 }

@@ -26,12 +26,67 @@
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The window a sleep that just missed it starts growing from.
 const GROW_START: Duration = Duration::from_micros(10);
 /// Windows below this after shrinking are dropped to zero.
 const SHRINK_FLOOR: Duration = Duration::from_micros(5);
+
+/// How often a thread adds its own counts to the gateway-wide totals: parks then share no
+/// cache line between threads, and a scrape sees counts at most this old (or, for a thread
+/// that went to sleep since, from before its last sleep).
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// Gateway-wide totals (`iscsi_gateway_idle_polls_total`, `..._idle_poll_seconds_total`).
+static HITS: AtomicU64 = AtomicU64::new(0);
+static MISSES: AtomicU64 = AtomicU64::new(0);
+static POLL_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// What idle polling did so far, all threads together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Totals {
+    /// Polls that found input within the window: the thread did not sleep.
+    pub hits: u64,
+    /// Polls whose window ran out: the thread slept after all.
+    pub misses: u64,
+    /// Time spent polling, in seconds (CPU time the thread would otherwise have slept).
+    pub seconds: f64,
+}
+
+/// The totals so far (for the metrics).
+pub fn totals() -> Totals {
+    Totals {
+        hits: HITS.load(Ordering::Relaxed),
+        misses: MISSES.load(Ordering::Relaxed),
+        seconds: POLL_NANOS.load(Ordering::Relaxed) as f64 / 1e9,
+    }
+}
+
+/// One thread's counts not yet added to the totals.
+#[derive(Default)]
+struct Unflushed {
+    hits: u64,
+    misses: u64,
+    nanos: u64,
+    since: Option<Instant>,
+}
+
+impl Unflushed {
+    fn flush_if_due(&mut self, now: Instant) {
+        if self
+            .since
+            .is_some_and(|t| now.duration_since(t) < FLUSH_EVERY)
+        {
+            return;
+        }
+        HITS.fetch_add(std::mem::take(&mut self.hits), Ordering::Relaxed);
+        MISSES.fetch_add(std::mem::take(&mut self.misses), Ordering::Relaxed);
+        POLL_NANOS.fetch_add(std::mem::take(&mut self.nanos), Ordering::Relaxed);
+        self.since = Some(now);
+    }
+}
 
 thread_local! {
     static STATE: RefCell<IdlePoll> = RefCell::new(IdlePoll::default());
@@ -75,6 +130,7 @@ struct IdlePoll {
     next_id: u64,
     /// When the current idle period began (set before parking, taken after).
     idle_since: Option<Instant>,
+    counts: Unflushed,
 }
 
 /// Turns idle polling on for this thread with a cap of `max` (zero: off). Called once
@@ -149,34 +205,48 @@ pub fn before_park() {
         fds.clear();
         fds.extend(s.watched.iter().map(|(_, p)| *p));
         drop(s);
-        poll_until(&mut fds, start, window);
-        STATE.with(|s| s.borrow_mut().scratch = fds);
+        let hit = poll_until(&mut fds, start, window);
+        let polled = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.scratch = fds;
+            if hit {
+                s.counts.hits += 1;
+            } else {
+                s.counts.misses += 1;
+            }
+            s.counts.nanos = s.counts.nanos.saturating_add(polled);
+        });
     });
 }
 
 /// Polls `fds` without blocking until one is ready or `window` has passed since `start`,
-/// yielding the CPU between checks.
-fn poll_until(fds: &mut [libc::pollfd], start: Instant, window: Duration) {
+/// yielding the CPU between checks. True when one was ready.
+fn poll_until(fds: &mut [libc::pollfd], start: Instant, window: Duration) -> bool {
     while start.elapsed() < window {
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds; timeout 0 never blocks.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
         if ready != 0 {
             // Input, a closed fd or an error: the runtime's own poll takes it from here.
-            return;
+            return true;
         }
         std::thread::yield_now();
     }
+    false
 }
 
-/// The runtime's `on_thread_unpark` hook: adapts the window to how long the thread was idle.
+/// The runtime's `on_thread_unpark` hook: adapts the window to how long the thread was
+/// idle, and now and then adds this thread's counts to the totals.
 pub fn after_unpark() {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
+        let now = Instant::now();
         if let Some(since) = s.idle_since.take() {
             if !s.window.max.is_zero() {
-                s.window.after_idle(since.elapsed());
+                s.window.after_idle(now.duration_since(since));
             }
         }
+        s.counts.flush_if_due(now);
     });
 }
 
@@ -270,6 +340,29 @@ mod tests {
         let start = Instant::now();
         poll_until(&mut fds, start, Duration::from_millis(2));
         assert!(start.elapsed() >= Duration::from_millis(2));
+    }
+
+    #[test]
+    fn hits_misses_and_polling_time_reach_the_totals() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let before = totals();
+        enable(Duration::from_millis(1));
+        STATE.with(|s| s.borrow_mut().window.now = Duration::from_millis(1));
+        let _w = watch(b.as_raw_fd());
+        before_park(); // nothing to read: the whole window, a miss
+        after_unpark(); // the first flush is due at once
+        a.write_all(b"x").unwrap();
+        STATE.with(|s| s.borrow_mut().window.now = Duration::from_millis(1));
+        before_park(); // input: a hit
+        STATE.with(|s| s.borrow_mut().counts.since = None); // make the next flush due
+        after_unpark();
+        let after = totals();
+        // Other tests run in parallel threads and may add to the totals too.
+        assert!(after.misses > before.misses);
+        assert!(after.hits > before.hits);
+        assert!(after.seconds - before.seconds >= 0.001);
     }
 
     #[test]
