@@ -162,15 +162,21 @@ scrape() {
   fi
 }
 
-echo "-- idle polling (--idle-poll-us 200: connection threads poll before they sleep)"
-if [ "$TARGET_KIND" != gateway ]; then
-  echo "  skipped: idle polling is the gateway's"
-else
+# start_with_metrics [SERVE_FLAG...]: restarts the gateway with one 64M LUN, the flags and a
+# metrics endpoint on a free port ($MPORT, fetched by scrape).
+start_with_metrics() {
   target_stop
   MPORT=$(pick_free_port)
   while [ "$MPORT" = "$TARGET_PORT" ]; do MPORT=$(pick_free_port); done
   MURL="http://127.0.0.1:$MPORT/metrics"
-  GATEWAY_EXTRA_ARGS="--idle-poll-us 200 --metrics-listen 127.0.0.1:$MPORT" target_start 1 64M || exit 1
+  GATEWAY_EXTRA_ARGS="$* --metrics-listen 127.0.0.1:$MPORT" target_start 1 64M
+}
+
+echo "-- idle polling (--idle-poll-us 200: connection threads poll before they sleep)"
+if [ "$TARGET_KIND" != gateway ]; then
+  echo "  skipped: idle polling is the gateway's"
+else
+  start_with_metrics --idle-poll-us 200 || exit 1
   UP=$(target_url 0)
   check "the gateway logged idle_poll_us=200" grep -qE 'idle_poll_us[^ ]*=[^ ]*200' "$TARGET_LOG"
   # Back-to-back commands (the polling path) of every size, then a pause longer than the
@@ -194,11 +200,7 @@ echo "-- metrics (GET /metrics while qemu-io writes and reads)"
 if [ "$TARGET_KIND" != gateway ]; then
   echo "  skipped: the metrics endpoint is the gateway's"
 else
-  target_stop
-  MPORT=$(pick_free_port)
-  while [ "$MPORT" = "$TARGET_PORT" ]; do MPORT=$(pick_free_port); done
-  MURL="http://127.0.0.1:$MPORT/metrics"
-  GATEWAY_EXTRA_ARGS="--metrics-listen 127.0.0.1:$MPORT" target_start 1 64M || exit 1
+  start_with_metrics || exit 1
   UM=$(target_url 0)
   # metric TEXT NAME: the value of NAME for LUN 0 of this target.
   metric() {
