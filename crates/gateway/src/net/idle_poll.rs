@@ -6,7 +6,8 @@
 //! between every two commands. Waking a sleeping thread costs an inter-processor interrupt
 //! and, when the CPU went idle, leaving the idle state: on a virtual machine whose idle
 //! vCPUs halt that is an exit to the hypervisor, measured at 7-11 µs per wake-up, two or
-//! three times per command (benches/README.md, "QD1 and the guest's idle polling").
+//! three times per command (benches/README.md, "Queue depth 1: idle vCPUs and polling
+//! before sleep").
 //!
 //! The window adapts like the kernel's haltpoll governor: a sleep that ended within the
 //! window is a hit (kept), one that ended later but within the cap grows the window, and
@@ -121,12 +122,12 @@ impl Window {
 #[derive(Default)]
 struct IdlePoll {
     window: Window,
-    /// What this thread watches: registration id and the pollfd.
-    watched: Vec<(u64, libc::pollfd)>,
+    /// What this thread watches, handed to `poll(2)` as it is.
+    fds: Vec<libc::pollfd>,
+    /// The registration id of each entry of `fds` (same index).
+    ids: Vec<u64>,
     /// Connections on this thread whose completions no watched fd shows.
     unwatchable: usize,
-    /// Reused for each poll.
-    scratch: Vec<libc::pollfd>,
     next_id: u64,
     /// When the current idle period began (set before parking, taken after).
     idle_since: Option<Instant>,
@@ -170,14 +171,12 @@ pub fn watch(fd: RawFd) -> Watch {
         let mut s = s.borrow_mut();
         let id = s.next_id;
         s.next_id += 1;
-        s.watched.push((
-            id,
-            libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ));
+        s.ids.push(id);
+        s.fds.push(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
         Watch { id }
     })
 }
@@ -186,7 +185,13 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let id = self.id;
         // try_with: a thread-local already torn down (thread exit) has nothing to remove.
-        let _ = STATE.try_with(|s| s.borrow_mut().watched.retain(|(i, _)| *i != id));
+        let _ = STATE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if let Some(at) = s.ids.iter().position(|&i| i == id) {
+                s.ids.swap_remove(at);
+                s.fds.swap_remove(at);
+            }
+        });
     }
 }
 
@@ -198,25 +203,17 @@ pub fn before_park() {
         let start = Instant::now();
         s.idle_since = Some(start);
         let window = s.window.now;
-        if window.is_zero() || s.watched.is_empty() || s.unwatchable > 0 {
+        if window.is_zero() || s.fds.is_empty() || s.unwatchable > 0 {
             return;
         }
-        let mut fds = std::mem::take(&mut s.scratch);
-        fds.clear();
-        fds.extend(s.watched.iter().map(|(_, p)| *p));
-        drop(s);
-        let hit = poll_until(&mut fds, start, window);
+        let hit = poll_until(&mut s.fds, start, window);
         let polled = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        STATE.with(|s| {
-            let mut s = s.borrow_mut();
-            s.scratch = fds;
-            if hit {
-                s.counts.hits += 1;
-            } else {
-                s.counts.misses += 1;
-            }
-            s.counts.nanos = s.counts.nanos.saturating_add(polled);
-        });
+        if hit {
+            s.counts.hits += 1;
+        } else {
+            s.counts.misses += 1;
+        }
+        s.counts.nanos = s.counts.nanos.saturating_add(polled);
     });
 }
 
@@ -242,9 +239,7 @@ pub fn after_unpark() {
         let mut s = s.borrow_mut();
         let now = Instant::now();
         if let Some(since) = s.idle_since.take() {
-            if !s.window.max.is_zero() {
-                s.window.after_idle(now.duration_since(since));
-            }
+            s.window.after_idle(now.duration_since(since));
         }
         s.counts.flush_if_due(now);
     });
@@ -293,6 +288,15 @@ mod tests {
         assert_eq!(w.now, Duration::ZERO);
         w.after_idle(Duration::from_secs(5));
         assert_eq!(w.now, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_zero_cap_never_opens_a_window() {
+        let mut w = Window::default();
+        for gap in [us(1), us(30), Duration::from_secs(5)] {
+            w.after_idle(gap);
+            assert_eq!(w.now, Duration::ZERO);
+        }
     }
 
     #[test]
@@ -370,8 +374,7 @@ mod tests {
         let w1 = watch(3);
         let w2 = watch(4);
         drop(w1);
-        let fds: Vec<RawFd> =
-            STATE.with(|s| s.borrow().watched.iter().map(|(_, p)| p.fd).collect());
+        let fds: Vec<RawFd> = STATE.with(|s| s.borrow().fds.iter().map(|p| p.fd).collect());
         assert_eq!(fds, vec![4]);
         drop(w2);
     }
