@@ -26,6 +26,8 @@ pub struct AlignedBuf {
     len: usize,
     /// Size of the block, as `pool::acquire` returned it.
     size: usize,
+    /// The registered-buffer arena of the block, if it came from one.
+    arena: Option<&'static crate::arena::Arena>,
 }
 
 // SAFETY: AlignedBuf exclusively owns its block (like Vec<u8>); moving it between threads
@@ -41,6 +43,7 @@ impl AlignedBuf {
             ptr: block.ptr,
             len,
             size: block.size,
+            arena: block.arena,
         }
     }
 
@@ -110,9 +113,9 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr/size are the block pool::acquire gave this buffer, which is dropped
-        // here and never used again.
-        unsafe { pool::release(self.ptr, self.size) };
+        // SAFETY: ptr/size/arena are the block pool::acquire gave this buffer, which is
+        // dropped here and never used again.
+        unsafe { pool::release(self.ptr, self.size, self.arena) };
         live::dropped();
     }
 }

@@ -13,17 +13,26 @@
 //! returns to the kernel. Reuse also saves a read the zeroing and page faults of a fresh
 //! buffer.
 //!
+//! A thread may also have a registered-buffer arena (`arena`): a fixed region that stays
+//! mapped with the same pages for the life of the process, so the gateway can register it
+//! with its io_uring rings; the pool cuts buffers from the calling thread's arena first.
+//!
 //! Used by `iscsi` (write data assembly) and the gateway (reads and aligned copies in its
 //! block layer, large PDUs received in `net/large_pdu.rs`); both crates share the pool
 //! because a buffer allocated by one is freed by the other. How the per-thread bound is
 //! chosen and what it measured: the gateway's `net/buffers.rs` and ARCHITECTURE.md.
 
+mod arena;
 mod buf;
 mod live;
 mod map;
 mod pool;
 mod slab;
 
+pub use arena::{
+    arena_bytes, arena_bytes_in_use, arena_misses, enable_thread_arena, thread_arena, ArenaRegion,
+    MAX_ARENA_BLOCK,
+};
 pub use buf::{AlignedBuf, BUF_ALIGN};
 pub use pool::{
     held_bytes, set_thread_cache_limit, thread_cache_limit, thread_cached_bytes,

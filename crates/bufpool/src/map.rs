@@ -30,17 +30,17 @@ pub(crate) fn map(size: usize) -> NonNull<u8> {
     NonNull::new(p.cast::<u8>()).unwrap_or_else(|| out_of_memory(size))
 }
 
-/// Maps `size` bytes (a power of two, at least a page) aligned to `size`, and asks for
-/// transparent huge pages there (`MADV_HUGEPAGE`; where THP is off the advice is simply
-/// not followed). Over-maps twice the size and unmaps the slack on both sides.
-pub(crate) fn map_aligned_huge(size: usize) -> NonNull<u8> {
-    let whole = map(size.saturating_mul(2));
+/// Maps `size` bytes (a multiple of `align`) aligned to `align` (a power of two, at least a
+/// page), and asks for transparent huge pages there (`MADV_HUGEPAGE`; where THP is off the
+/// advice is simply not followed). Over-maps by `align` and unmaps the slack on both sides.
+pub(crate) fn map_aligned_huge(size: usize, align: usize) -> NonNull<u8> {
+    let whole = map(size.saturating_add(align));
     let start = whole.as_ptr() as usize;
-    let aligned = start.next_multiple_of(size);
+    let aligned = start.next_multiple_of(align);
     let head = aligned - start;
-    let tail = size - head;
-    // SAFETY: [start, start + 2 size) is the mapping made just above; the head and tail
-    // cut off here lie inside it and are never used. A zero-length piece is skipped.
+    let tail = align - head;
+    // SAFETY: [start, start + size + align) is the mapping made just above; the head and
+    // tail cut off here lie inside it and are never used. A zero-length piece is skipped.
     unsafe {
         if head > 0 {
             libc::munmap(whole.as_ptr().cast(), head);

@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::arena::{self, Arena};
 use crate::buf::BUF_ALIGN;
 use crate::{map, slab};
 
@@ -139,11 +140,22 @@ pub(crate) struct Block {
     pub(crate) size: usize,
     /// Freshly mapped, so all zero; a recycled block holds its last user's bytes.
     pub(crate) fresh: bool,
+    /// The registered-buffer arena the block was cut from, if any (`arena.rs`).
+    pub(crate) arena: Option<&'static Arena>,
 }
 
-/// Takes a block of at least `len` bytes from the calling thread's list, or maps one.
+/// Takes a block of at least `len` bytes from the calling thread's registered-buffer arena,
+/// else from its free list, else maps one.
 pub(crate) fn acquire(len: usize) -> Block {
     let size = block_size(len);
+    if let Some((ptr, arena)) = arena::take(size) {
+        return Block {
+            ptr,
+            size,
+            fresh: false,
+            arena: Some(arena),
+        };
+    }
     if let Some(i) = class_index(size) {
         let hit = CACHE
             .try_with(|c| {
@@ -159,6 +171,7 @@ pub(crate) fn acquire(len: usize) -> Block {
                 ptr,
                 size,
                 fresh: false,
+                arena: None,
             };
         }
     }
@@ -166,16 +179,22 @@ pub(crate) fn acquire(len: usize) -> Block {
         ptr: obtain(size),
         size,
         fresh: true,
+        arena: None,
     }
 }
 
-/// Gives a block back: onto the calling thread's list when it is a class size and the list
-/// stays within its bound, unmapped otherwise.
+/// Gives a block back: to its arena if it came from one; onto the calling thread's list
+/// when it is a class size and the list stays within its bound; unmapped otherwise.
 ///
 /// # Safety
-/// `ptr` and `size` must be those of a [`Block`] from [`acquire`] that is not used after
-/// this call.
-pub(crate) unsafe fn release(ptr: NonNull<u8>, size: usize) {
+/// `ptr`, `size` and `arena` must be those of a [`Block`] from [`acquire`] that is not used
+/// after this call.
+pub(crate) unsafe fn release(ptr: NonNull<u8>, size: usize, arena: Option<&'static Arena>) {
+    if let Some(a) = arena {
+        // SAFETY: the block was cut from `a` with this size and is handed over.
+        unsafe { arena::give_back(a, ptr, size) };
+        return;
+    }
     if let Some(i) = class_index(size) {
         let limit = thread_cache_limit();
         let kept = CACHE

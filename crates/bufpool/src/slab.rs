@@ -82,7 +82,7 @@ pub(crate) fn take(class: usize, size: usize) -> NonNull<u8> {
             return Some((addr, true));
         }
         if c.next + size > c.end {
-            let slab = map::map_aligned_huge(SLAB_SIZE).as_ptr() as usize;
+            let slab = map::map_aligned_huge(SLAB_SIZE, SLAB_SIZE).as_ptr() as usize;
             c.next = slab;
             c.end = slab + SLAB_SIZE;
         }

@@ -47,10 +47,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     });
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
+    let registered = buffers::registered_per_thread(&config.limits);
     let workers = Arc::new(
         Workers::start(
             threads,
             std::time::Duration::from_micros(config.server.idle_poll_us.into()),
+            registered,
         )
         .context("cannot start the connection threads")?,
     );
@@ -58,6 +60,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     info!(
         threads,
         buffer_cache_per_thread = buffer_cache,
+        registered_buffers_per_thread = registered,
         idle_poll_us = config.server.idle_poll_us,
         "connection threads started"
     );
@@ -288,7 +291,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(2));
-        let workers = Arc::new(Workers::start(1, std::time::Duration::ZERO).unwrap());
+        let workers = Arc::new(Workers::start(1, std::time::Duration::ZERO, 0).unwrap());
         let task = tokio::spawn(accept_loop(listener, ctx, slots, workers, stop_rx));
         let mut a = TcpStream::connect(addr).await.unwrap();
         let mut b = TcpStream::connect(addr).await.unwrap();

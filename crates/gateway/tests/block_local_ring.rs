@@ -1,7 +1,9 @@
 //! Per-connection rings (`block::LocalRing`): inside `ring_scope` a device's operations go
 //! to the task's own ring, complete once the task reaps it, and read back what was written;
 //! dropping a ring with operations still in the kernel frees their buffers only after the
-//! kernel is done. Own test binary, so the process-wide buffer counter is not disturbed.
+//! kernel is done; on a thread with a registered-buffer arena, transfers from inside it use
+//! READ_FIXED / WRITE_FIXED and all others plain reads and writes, and both land. Own test
+//! binary, so the process-wide buffer and operation counters are not disturbed.
 #![allow(clippy::unwrap_used)]
 
 use std::future::Future;
@@ -11,7 +13,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway::block::{ring_scope, AlignedBuf, BlockDevice, DirectMode, LocalRing, OpenOptions};
+use gateway::block::{
+    registered_ops_total, ring_scope, AlignedBuf, BlockDevice, DirectMode, LocalRing, OpenOptions,
+};
 
 fn open(dir: &tempfile::TempDir) -> BlockDevice {
     let opts = OpenOptions {
@@ -52,6 +56,101 @@ async fn drive<T>(ring: &Arc<LocalRing>, f: impl Future<Output = T>, seen: &mut 
 async fn local_rings() {
     operations_in_scope_run_on_the_local_ring().await;
     dropping_a_busy_ring_waits_for_the_kernel().await;
+    std::thread::spawn(registered_buffers_are_used_where_they_may_be)
+        .join()
+        .unwrap();
+}
+
+/// Operations counted as (registered, unregistered) while `f` runs.
+fn ops_during<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
+    let (r0, u0) = registered_ops_total();
+    let out = f();
+    let (r1, u1) = registered_ops_total();
+    (out, r1 - r0, u1 - u0)
+}
+
+/// On a thread of its own, as a connection thread: an arena, a ring registered with it.
+fn registered_buffers_are_used_where_they_may_be() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let region = bufpool::enable_thread_arena(4 << 20).unwrap();
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = d.path().join("ring.img");
+    let dev = open(&d);
+    let ring = rt.block_on(async { LocalRing::new(16, false) }).unwrap();
+    let run = |f: std::pin::Pin<Box<dyn Future<Output = ()> + '_>>| {
+        rt.block_on(ring_scope(Some(ring.clone()), async {
+            drive(&ring, f, &mut 0).await;
+        }))
+    };
+    let pattern = |seed: u8, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    };
+
+    // Unaligned data is copied into an arena buffer, reads land in arena buffers: all of
+    // it registered, for 4 KiB up to the largest arena block.
+    let sizes = [4096usize, 64 << 10, 128 << 10, 1 << 20];
+    let ((), registered, unregistered) = ops_during(|| {
+        run(Box::pin(async {
+            for (i, len) in sizes.into_iter().enumerate() {
+                let data = pattern(i as u8, len);
+                let mut v = vec![0u8; len + 1];
+                v[1..].copy_from_slice(&data);
+                let off = (i as u64) << 20;
+                dev.write(off, Bytes::from(v).slice(1..), true)
+                    .await
+                    .unwrap();
+                let back = dev.read(off, len as u32).await.unwrap();
+                assert!(region.contains(back.as_ptr(), len), "read into the arena");
+                assert_eq!(&back[..], &data[..], "{len} bytes at {off}");
+            }
+        }))
+    });
+    assert_eq!(
+        (registered, unregistered),
+        (8, 0),
+        "every transfer registered"
+    );
+    // What the ring wrote is in the file (read without the gateway's path).
+    let file = std::fs::read(&path).unwrap();
+    for (i, len) in sizes.into_iter().enumerate() {
+        let off = i << 20;
+        assert_eq!(&file[off..off + len], &pattern(i as u8, len)[..]);
+    }
+
+    // Larger than an arena block, and a buffer from another thread's arena (registered
+    // with no ring of this thread): plain operations, and they land all the same.
+    let foreign = std::thread::spawn(move || {
+        bufpool::enable_thread_arena(2 << 20).unwrap();
+        let mut b = AlignedBuf::for_overwrite(8192);
+        b.as_mut_slice().copy_from_slice(&pattern(0x77, 8192));
+        b
+    })
+    .join()
+    .unwrap();
+    assert!(!region.contains(foreign.as_slice().as_ptr(), 1));
+    let big = pattern(0x42, 2 << 20);
+    let ((), registered, unregistered) = ops_during(|| {
+        run(Box::pin(async {
+            dev.write(8 << 20, Bytes::from(big.clone()), false)
+                .await
+                .unwrap();
+            dev.write(4 << 20, Bytes::from_owner(foreign), false)
+                .await
+                .unwrap();
+            let back = dev.read(8 << 20, 2 << 20).await.unwrap();
+            assert_eq!(&back[..], &big[..]);
+            let back = dev.read(4 << 20, 8192).await.unwrap();
+            assert_eq!(&back[..], &pattern(0x77, 8192)[..]);
+        }))
+    });
+    // The 2 MiB write and read, and the foreign write; the 8 KiB read is registered.
+    assert_eq!((registered, unregistered), (1, 3));
+    drop(ring);
 }
 
 async fn operations_in_scope_run_on_the_local_ring() {

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Instant;
 
+use bufpool::ArenaRegion;
 use bytes::Bytes;
 use io_uring::{opcode, types, IoUring};
 use tokio::sync::oneshot;
@@ -91,17 +92,28 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// Builds the SQE for the part of the operation still to do.
-    fn sqe(&mut self, token: u64) -> io_uring::squeue::Entry {
+    /// Builds the SQE for the part of the operation still to do. A transfer whose memory
+    /// lies inside `registered` (the ring's registered buffer 0) uses the fixed opcode.
+    fn sqe(&mut self, token: u64, registered: Option<ArenaRegion>) -> io_uring::squeue::Entry {
         let fd = types::Fd(self.fd.as_raw_fd());
+        let inside = |ptr: *const u8, len: usize| registered.is_some_and(|r| r.contains(ptr, len));
         match &mut self.op {
             Op::Read { buf, done } => {
                 let rest = buf.len().saturating_sub(*done);
                 // SAFETY (pointer arithmetic): done <= len <= allocation size.
                 let ptr = unsafe { buf.as_mut_ptr().add(*done) };
-                opcode::Read::new(fd, ptr, clamp_u32(rest))
-                    .offset(self.offset.saturating_add(*done as u64))
-                    .build()
+                let offset = self.offset.saturating_add(*done as u64);
+                let fixed = inside(ptr, rest);
+                super::registered::count(fixed);
+                if fixed {
+                    opcode::ReadFixed::new(fd, ptr, clamp_u32(rest), 0)
+                        .offset(offset)
+                        .build()
+                } else {
+                    opcode::Read::new(fd, ptr, clamp_u32(rest))
+                        .offset(offset)
+                        .build()
+                }
             }
             Op::Write {
                 data,
@@ -109,10 +121,20 @@ impl Request {
                 rw_flags,
             } => {
                 let rest = data.as_slice().get(*done..).unwrap_or(&[]);
-                opcode::Write::new(fd, rest.as_ptr(), clamp_u32(rest.len()))
-                    .offset(self.offset.saturating_add(*done as u64))
-                    .rw_flags(*rw_flags)
-                    .build()
+                let offset = self.offset.saturating_add(*done as u64);
+                let fixed = inside(rest.as_ptr(), rest.len());
+                super::registered::count(fixed);
+                if fixed {
+                    opcode::WriteFixed::new(fd, rest.as_ptr(), clamp_u32(rest.len()), 0)
+                        .offset(offset)
+                        .rw_flags(*rw_flags)
+                        .build()
+                } else {
+                    opcode::Write::new(fd, rest.as_ptr(), clamp_u32(rest.len()))
+                        .offset(offset)
+                        .rw_flags(*rw_flags)
+                        .build()
+                }
             }
             Op::FdataSync => opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
@@ -258,6 +280,8 @@ pub(crate) struct RingCore {
     pub(crate) pending: VecDeque<Request>,
     /// Adaptive cap below `cap` (connection rings; see [`super::depth`]).
     depth: Option<DepthLimiter>,
+    /// The buffer arena registered with this ring as buffer 0 (`super::registered`).
+    registered: Option<ArenaRegion>,
 }
 
 struct Worker {
@@ -367,7 +391,16 @@ impl RingCore {
             cap,
             pending: VecDeque::new(),
             depth: None,
+            registered: None,
         }
+    }
+
+    /// Registers the calling thread's buffer arena with the ring, if it has one and the
+    /// kernel agrees; transfers from inside it then use registered buffers. Returns whether
+    /// it did.
+    pub(crate) fn register_thread_arena(&mut self) -> bool {
+        self.registered = super::registered::register_thread_arena(&self.ring);
+        self.registered.is_some()
     }
 
     /// Lets a [`DepthLimiter`] choose how many operations go into the ring at once.
@@ -408,7 +441,7 @@ impl RingCore {
                     self.slots.len() - 1
                 }
             };
-            let sqe = req.sqe(idx as u64);
+            let sqe = req.sqe(idx as u64, self.registered);
             // SAFETY: all memory the SQE points at (the request's buffer) is owned by
             // the request, which we store in slots[idx] until its CQE is reaped.
             let pushed = unsafe { self.ring.submission().push(&sqe) };

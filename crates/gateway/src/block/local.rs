@@ -65,8 +65,11 @@ pub struct LocalRing {
 impl LocalRing {
     /// A ring with `entries` SQEs, registered with the current tokio reactor. With
     /// `adaptive_depth`, how many of them are in flight at once is measured (`depth.rs`).
+    /// The calling thread's buffer arena, if it has one, is registered with it
+    /// (`registered.rs`).
     pub fn new(entries: u32, adaptive_depth: bool) -> io::Result<Arc<Self>> {
         let mut core = RingCore::new(entries)?;
+        core.register_thread_arena();
         if adaptive_depth {
             core.adapt_depth(Instant::now());
         }

@@ -17,6 +17,7 @@ mod error;
 mod inline_write;
 mod local;
 mod props;
+mod registered;
 mod sys;
 
 pub use bufpool::{AlignedBuf, BUF_ALIGN};
@@ -26,3 +27,4 @@ pub use error::{BlockError, IoFailure};
 pub use inline_write::pauses_total as buffered_write_pauses_total;
 pub use local::{scope as ring_scope, LocalRing};
 pub use props::{DeviceProps, Probe};
+pub use registered::ops_total as registered_ops_total;

@@ -40,11 +40,20 @@ pub struct Limits {
     /// knob for benchmarks, overrides both.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer_cache_per_thread: Option<u64>,
+    /// Bytes of buffer memory each connection thread keeps registered with io_uring
+    /// (`block/registered.rs`), rounded up to whole 2 MiB huge pages, 0..=1 GiB, default
+    /// 8 MiB; 0 turns registered buffers off. The memory is pinned once the thread serves a
+    /// connection and is never returned. The `GATEWAY_REGISTERED_KIB` environment variable,
+    /// an A/B knob for benchmarks, overrides it.
+    pub registered_buffers_per_thread: u64,
 }
 
 /// Largest `buffer_cache_per_thread`: idle memory per thread beyond it serves no purpose
 /// (the command data of all connections is bounded by `max_command_data` anyway).
 pub const MAX_BUFFER_CACHE_PER_THREAD: u64 = 1 << 30;
+
+/// Largest `registered_buffers_per_thread`.
+pub const MAX_REGISTERED_BUFFERS_PER_THREAD: u64 = 1 << 30;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -55,6 +64,7 @@ impl Default for Limits {
             max_command_data: 48 << 20,
             write_timeout_secs: 30,
             buffer_cache_per_thread: None,
+            registered_buffers_per_thread: 8 << 20,
         }
     }
 }
@@ -100,6 +110,16 @@ pub(super) fn resolve_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             MAX_BUFFER_CACHE_PER_THREAD,
         )?),
     };
+    let registered = match raw.registered_buffers_per_thread {
+        None => d.registered_buffers_per_thread,
+        Some(s) => range(
+            "registered_buffers_per_thread",
+            s.bytes()
+                .map_err(|m| ConfigError::invalid("limits.registered_buffers_per_thread", m))?,
+            0,
+            MAX_REGISTERED_BUFFERS_PER_THREAD,
+        )?,
+    };
     Ok(Limits {
         max_connections: range(
             "max_connections",
@@ -123,6 +143,7 @@ pub(super) fn resolve_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             3600,
         )?,
         buffer_cache_per_thread: buffer_cache,
+        registered_buffers_per_thread: registered,
     })
 }
 
@@ -149,9 +170,11 @@ mod tests {
             max_command_data: Some(RawSize::Text("2G".into())),
             write_timeout_secs: Some(5),
             buffer_cache_per_thread: Some(RawSize::Text("2M".into())),
+            registered_buffers_per_thread: Some(RawSize::Text("0".into())),
         })
         .unwrap();
         assert_eq!(l.buffer_cache_per_thread, Some(2 << 20));
+        assert_eq!(l.registered_buffers_per_thread, 0);
         assert_eq!(
             (
                 l.max_connections,
@@ -204,6 +227,13 @@ mod tests {
             ..RawLimits::default()
         })
         .starts_with("limits.buffer_cache_per_thread: `-1`"));
+        assert_eq!(
+            bad(RawLimits {
+                registered_buffers_per_thread: Some(RawSize::Text("2G".into())),
+                ..RawLimits::default()
+            }),
+            "limits.registered_buffers_per_thread: 2147483648 is outside 0..=1073741824"
+        );
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub struct RawLimits {
     pub max_command_data: Option<RawSize>,
     pub write_timeout_secs: Option<u32>,
     pub buffer_cache_per_thread: Option<RawSize>,
+    pub registered_buffers_per_thread: Option<RawSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -202,6 +202,40 @@ pub fn render(ctx: &ServerContext) -> String {
         &[],
         bufpool::AlignedBuf::live_count() as u64,
     );
+    let (registered, unregistered) = crate::block::registered_ops_total();
+    w.family(
+        "iscsi_gateway_block_ops_total",
+        Kind::Counter,
+        "Reads and writes handed to io_uring, by buffer: registered (inside the thread's arena registered with the ring, READ_FIXED/WRITE_FIXED) or unregistered.",
+    );
+    for (label, n) in [("registered", registered), ("unregistered", unregistered)] {
+        w.sample("iscsi_gateway_block_ops_total", &[("buffer", label)], n);
+    }
+    w.family(
+        "iscsi_gateway_registered_buffer_bytes",
+        Kind::Gauge,
+        "Bytes of the connection threads' registered-buffer arenas (limits.registered_buffers_per_thread each): mapped, and in use by buffers now.",
+    );
+    for (label, n) in [
+        ("mapped", bufpool::arena_bytes()),
+        ("in_use", bufpool::arena_bytes_in_use()),
+    ] {
+        w.sample(
+            "iscsi_gateway_registered_buffer_bytes",
+            &[("state", label)],
+            n as u64,
+        );
+    }
+    w.family(
+        "iscsi_gateway_registered_buffer_misses_total",
+        Kind::Counter,
+        "Buffers that found their thread's arena full and came from the unregistered pool instead.",
+    );
+    w.sample(
+        "iscsi_gateway_registered_buffer_misses_total",
+        &[],
+        bufpool::arena_misses(),
+    );
     w.family(
         "iscsi_gateway_buffered_write_pauses_total",
         Kind::Counter,

@@ -39,8 +39,14 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `count` threads (at least one), named `gateway-io-N`, each polling its
-    /// connections for up to `idle_poll` before it sleeps (`idle_poll.rs`; zero: never).
-    pub fn start(count: usize, idle_poll: Duration) -> std::io::Result<Workers> {
+    /// connections for up to `idle_poll` before it sleeps (`idle_poll.rs`; zero: never) and
+    /// each with a registered-buffer arena of `arena_bytes` (`block/registered.rs`; zero:
+    /// none).
+    pub fn start(
+        count: usize,
+        idle_poll: Duration,
+        arena_bytes: usize,
+    ) -> std::io::Result<Workers> {
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for n in 0..count.max(1) {
@@ -57,6 +63,7 @@ impl Workers {
                 .name(format!("gateway-io-{n}"))
                 .spawn(move || {
                     idle_poll::enable(idle_poll);
+                    bufpool::enable_thread_arena(arena_bytes);
                     run(rt, rx)
                 })?;
             workers.push(Worker {
@@ -170,7 +177,7 @@ mod tests {
 
     #[test]
     fn jobs_go_to_the_least_loaded_thread_and_stay_on_it() {
-        let workers = Workers::start(2, Duration::ZERO).unwrap();
+        let workers = Workers::start(2, Duration::ZERO, 0).unwrap();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = Arc::new(Mutex::new(release_rx));
         let names = Arc::new(Mutex::new(Vec::new()));
