@@ -9,7 +9,8 @@
 #      no_new_privs, RLIMIT_MEMLOCK 8M (and must fail at 16K: the limit matters without
 #      CAP_IPC_LOCK), / read-only except its data dir, serving a loop
 #      block device (O_DIRECT, O_EXCL, io_uring); iscsi-inq and a qemu-io write/read/
-#      discard cycle go through it; SIGTERM must end it with exit 0;
+#      discard cycle go through it, using registered buffers fitted to the memlock limit
+#      (metrics); SIGTERM must end it with exit 0;
 #   3. every syscall that run made (strace) is allowed by the unit's SystemCallFilter
 #      (@system-service minus @privileged and @resources, as systemd expands them);
 #   4. deploy/iscsi-gateway.toml passes `iscsi-gateway check-config`;
@@ -60,7 +61,9 @@ else
   echo "SKIP hardened run and syscall check: no loop device or mount namespace here"
 fi
 if [ -n "$HARDENED" ]; then
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+MPORT=$(free_port)
 IQN=iqn.2024-01.org.example:deploy-check
 mkdir -p "$WORK/data"
 chmod 0600 "$LOOP" 2>/dev/null   # root-owned, no group/other access: no CAP_DAC_OVERRIDE needed
@@ -68,6 +71,8 @@ cat >"$WORK/gw.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$PORT"]
 data_dir = "$WORK/data"
+metrics_listen = "127.0.0.1:$MPORT"
+io_threads = 2
 [[target]]
 iqn = "$IQN"
 [[target.lun]]
@@ -110,10 +115,21 @@ fi
 URL="iscsi://127.0.0.1:$PORT/$IQN/0"
 if timeout 20 iscsi-inq "$URL" | grep -q DIRECT_ACCESS; then pass "iscsi-inq $URL"; else fail "iscsi-inq $URL"; fi
 if out=$(timeout 60 qemu-io -f raw -c 'write -P 0x5a 1M 4M' -c 'read -P 0x5a 1M 4M' \
+    -c 'write -P 0x33 16M 128k' -c 'read -P 0x33 16M 128k' \
     -c 'discard 8M 1M' -c flush "$URL" 2>&1) && ! grep -qi 'error\|fail\|mismatch' <<<"$out"; then
-  pass "qemu-io write/read-back 4 MiB, discard, flush"
+  pass "qemu-io write/read-back 4 MiB and 128 KiB, discard, flush"
 else
   fail "qemu-io: $out"
+fi
+# Registered buffers under the unit's limits: without CAP_IPC_LOCK the arenas are fitted
+# into half of LimitMEMLOCK (2 MiB for each of the 2 threads), registered without a warning,
+# and the reads and writes above used them.
+REG=$(curl -s "http://127.0.0.1:$MPORT/metrics" | awk '/^iscsi_gateway_block_ops_total\{buffer="registered"\}/ {print $2}')
+if grep -q 'registered buffers reduced to fit RLIMIT_MEMLOCK' "$WORK/gw.log" &&
+   ! grep -q 'cannot register the buffer arena' "$WORK/gw.log" && [ "${REG:-0}" -gt 0 ]; then
+  pass "registered buffers fitted to memlock 8M: $REG reads/writes used them"
+else
+  fail "registered buffers under memlock 8M (registered ops: ${REG:-none})"; grep -n 'regist\|WARN' "$WORK/gw.log"
 fi
 pgid_kill() { kill -TERM "$(pgrep -n -f "serve --config $WORK/gw.toml")" 2>/dev/null; }
 pgid_kill

@@ -25,12 +25,12 @@ use crate::access::AccessControl;
 use crate::config::Config;
 use crate::metrics;
 use crate::net::budget::DataBudget;
-use crate::net::buffers;
 use crate::net::connection::serve_connection;
 use crate::net::registry::SessionRegistry;
 use crate::net::targets::{TargetSet, MAX_TRANSFER_BYTES};
 use crate::net::workers::Workers;
 use crate::net::ServerContext;
+use crate::net::{buffers, registered_size};
 
 /// Runs the gateway until `shutdown` turns true.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -47,7 +47,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     });
     let slots = Arc::new(Semaphore::new(config.limits.max_connections as usize));
     let threads = Workers::count_for(config.server.io_threads);
-    let registered = buffers::registered_per_thread(&config.limits);
+    let registered = registered_size::per_thread(&config.limits, threads);
     let workers = Arc::new(
         Workers::start(
             threads,

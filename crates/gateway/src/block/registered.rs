@@ -4,12 +4,16 @@
 //! the kernel as READ_FIXED / WRITE_FIXED, so the kernel does not look up and pin the
 //! buffer's pages per operation (they were pinned once, at registration).
 //!
-//! Registration can fail where pinned memory is limited: without CAP_IPC_LOCK (an
-//! unprivileged container) each ring's registration counts against RLIMIT_MEMLOCK. Such a
-//! ring works as before with unregistered buffers; the first failure is logged as a
-//! warning, later ones at debug. `iscsi_gateway_block_ops_total{buffer=...}` shows the
+//! The arena is registered once per thread, with a small ring kept for the purpose, and
+//! each connection ring clones that registration (Linux 6.12 and later; before, each ring
+//! registers the arena itself). Registration can fail where pinned memory is limited:
+//! without CAP_IPC_LOCK (or in an unprivileged container, where it does not count) the
+//! pinned arena is charged to RLIMIT_MEMLOCK. Such a ring works as before with unregistered
+//! buffers; the first failure is logged as a warning, later ones at debug. `iscsi_gateway_block_ops_total{buffer=...}` shows the
 //! share of operations that used registered buffers.
 
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -24,10 +28,64 @@ fn counters() -> &'static Sharded<[AtomicU64; 2]> {
     COUNTS.get_or_init(Sharded::default)
 }
 
+/// Where a thread's rings get their registration from: a one-entry ring that registered the
+/// thread's arena once. Connection rings clone its table (`IORING_REGISTER_CLONE_BUFFERS`,
+/// Linux 6.12): the kernel shares the pinned pages instead of pinning and charging them
+/// again, so without CAP_IPC_LOCK a thread's arena counts against RLIMIT_MEMLOCK once, not
+/// once per connection.
+enum Source {
+    Untried,
+    Ready(Box<IoUring>),
+    Failed,
+}
+
+thread_local! {
+    static SOURCE: RefCell<Source> = const { RefCell::new(Source::Untried) };
+}
+
 /// Registers the calling thread's arena (if it has one) with `ring` as buffer index 0 and
 /// returns its region; `None` when there is no arena or the kernel refused.
 pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
     let region = bufpool::thread_arena()?;
+    SOURCE
+        .try_with(|source| {
+            let mut source = source.try_borrow_mut().ok()?;
+            if matches!(*source, Source::Untried) {
+                *source = match IoUring::new(1).and_then(|src| register(&src, region).map(|()| src))
+                {
+                    Ok(src) => Source::Ready(Box::new(src)),
+                    Err(e) => {
+                        report(&e, region);
+                        Source::Failed
+                    }
+                };
+            }
+            let Source::Ready(src) = &*source else {
+                return None;
+            };
+            let cloned = ring.submitter().register_buffers_clone(src.as_raw_fd());
+            match cloned {
+                Ok(()) => Some(region),
+                // Before Linux 6.12 there is no cloning: each ring pins (and is charged) on
+                // its own.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match register(ring, region) {
+                    Ok(()) => Some(region),
+                    Err(e) => {
+                        report(&e, region);
+                        None
+                    }
+                },
+                Err(e) => {
+                    report(&e, region);
+                    None
+                }
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+fn register(ring: &IoUring, region: ArenaRegion) -> std::io::Result<()> {
     let iov = libc::iovec {
         iov_base: region.base().cast(),
         iov_len: region.len(),
@@ -35,22 +93,22 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
     // SAFETY: the region is an arena: mapped for the rest of the process and never
     // unmapped, discarded or remapped (bufpool's arena.rs), so the pages the kernel pins
     // stay the ones the process reads and writes there, however long the ring lives.
-    match unsafe { ring.submitter().register_buffers(&[iov]) } {
-        Ok(()) => Some(region),
-        Err(e) => {
-            static WARNED: AtomicBool = AtomicBool::new(false);
-            if WARNED.swap(true, Ordering::Relaxed) {
-                tracing::debug!(error = %e, "cannot register the buffer arena with a ring");
-            } else {
-                tracing::warn!(
-                    error = %e,
-                    bytes = region.len(),
-                    "cannot register the buffer arena with io_uring (pinned memory is limited by \
-                     RLIMIT_MEMLOCK without CAP_IPC_LOCK); this ring uses unregistered buffers"
-                );
-            }
-            None
-        }
+    unsafe { ring.submitter().register_buffers(&[iov]) }
+}
+
+/// Logs a refused registration: a warning the first time in the process, then at debug.
+fn report(e: &std::io::Error, region: ArenaRegion) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Ordering::Relaxed) {
+        tracing::debug!(error = %e, "cannot register the buffer arena with a ring");
+    } else {
+        tracing::warn!(
+            error = %e,
+            bytes = region.len(),
+            "cannot register the buffer arena with io_uring, so I/O uses unregistered buffers \
+             (without CAP_IPC_LOCK pinned memory counts against RLIMIT_MEMLOCK: raise it by \
+             limits.registered_buffers_per_thread for each connection thread, or set that to 0)"
+        );
     }
 }
 

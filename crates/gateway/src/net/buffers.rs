@@ -17,8 +17,6 @@ use crate::config::Limits;
 
 /// Environment override of the per-thread bound, in KiB.
 const ENV_OVERRIDE: &str = "GATEWAY_BUF_CACHE_KIB";
-/// Environment override of `registered_buffers_per_thread`, in KiB.
-const ENV_REGISTERED: &str = "GATEWAY_REGISTERED_KIB";
 
 /// Derived per-thread bound for `io_threads` connection threads sharing `max_command_data`.
 pub fn thread_cache_bytes(max_command_data: u64, io_threads: usize) -> usize {
@@ -47,21 +45,6 @@ pub fn configure(limits: &Limits, io_threads: usize) -> usize {
     bytes
 }
 
-/// Bytes of registered-buffer arena per connection thread (`block/registered.rs`): `env`
-/// (KiB, if set and a number), else `limits.registered_buffers_per_thread`.
-fn registered_bound(env: Option<&str>, limits: &Limits) -> usize {
-    if let Some(kib) = env.and_then(|v| v.trim().parse::<usize>().ok()) {
-        return kib.saturating_mul(1024);
-    }
-    usize::try_from(limits.registered_buffers_per_thread).unwrap_or(usize::MAX)
-}
-
-/// The registered-buffer arena each connection thread gets (0: none), with the
-/// `GATEWAY_REGISTERED_KIB` override applied.
-pub fn registered_per_thread(limits: &Limits) -> usize {
-    registered_bound(std::env::var(ENV_REGISTERED).ok().as_deref(), limits)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,20 +56,6 @@ mod tests {
         assert_eq!(thread_cache_bytes(48 << 20, 64), 1 << 20);
         assert_eq!(thread_cache_bytes(16 << 30, 8), 16 << 20);
         assert_eq!(thread_cache_bytes(1 << 20, 0), 1 << 20);
-    }
-
-    #[test]
-    fn registered_arena_from_the_key_or_the_environment() {
-        let d = Limits::default();
-        assert_eq!(registered_bound(None, &d), 8 << 20);
-        assert_eq!(registered_bound(Some("0"), &d), 0);
-        assert_eq!(registered_bound(Some("2048"), &d), 2 << 20);
-        assert_eq!(registered_bound(Some("x"), &d), 8 << 20);
-        let off = Limits {
-            registered_buffers_per_thread: 0,
-            ..Limits::default()
-        };
-        assert_eq!(registered_bound(None, &off), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod idle_poll;
 mod large_pdu;
 pub mod lun_gate;
 mod read;
+pub mod registered_size;
 pub mod registry;
 pub mod targets;
 mod wake_threshold;
