@@ -138,26 +138,31 @@ pub fn enable_thread_arena(bytes: usize) -> Option<ArenaRegion> {
         let i = list.iter().position(|a| a.region.len == size);
         i.map(|i| list.swap_remove(i))
     };
-    let arena = match adopted {
-        Some(a) => a,
-        None => {
-            let base = map::map_aligned_huge(size, HUGE).as_ptr() as usize;
-            MAPPED.fetch_add(size, Ordering::Relaxed);
-            let words = size / PAGE / WORD_PAGES;
-            let arena: &'static Arena = Box::leak(Box::new(Arena {
-                region: ArenaRegion { base, len: size },
-                used: (0..words).map(|_| AtomicU64::new(0)).collect(),
-                hint: AtomicUsize::new(0),
-                in_use: AtomicUsize::new(0),
-            }));
-            lock(&ALL).push(arena);
-            arena
+    let arena = adopted.unwrap_or_else(|| create(size));
+    match OWNER.try_with(|o| o.0.set(Some(arena))) {
+        Ok(()) => Some(arena.region),
+        // The thread is ending (its thread-locals are being destroyed): keep the arena for
+        // the next thread instead of losing it.
+        Err(_) => {
+            orphans().push(arena);
+            None
         }
-    };
-    OWNER
-        .try_with(|o| o.0.set(Some(arena)))
-        .ok()
-        .map(|()| arena.region)
+    }
+}
+
+/// Maps a new arena of `size` bytes (whole huge pages); it lives for the rest of the process.
+fn create(size: usize) -> &'static Arena {
+    let base = map::map_aligned_huge(size, HUGE).as_ptr() as usize;
+    MAPPED.fetch_add(size, Ordering::Relaxed);
+    let words = size / PAGE / WORD_PAGES;
+    let arena: &'static Arena = Box::leak(Box::new(Arena {
+        region: ArenaRegion { base, len: size },
+        used: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        hint: AtomicUsize::new(0),
+        in_use: AtomicUsize::new(0),
+    }));
+    lock(&ALL).push(arena);
+    arena
 }
 
 /// The region of the calling thread's arena, if it has one.

@@ -202,3 +202,55 @@ fn in_use_bytes_follow_the_blocks() {
         assert_eq!(arena.in_use.load(Ordering::Relaxed), 0);
     });
 }
+
+#[test]
+fn random_takes_and_give_backs_never_overlap_and_fail_only_when_full() {
+    // An arena of its own, driven directly (no thread ownership involved).
+    let arena = create(4 << 20);
+    let pages_total = arena.region.len() / PAGE;
+    let mut owner = vec![usize::MAX; pages_total];
+    let mut live: Vec<(usize, usize)> = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..20_000usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let give_back = !live.is_empty() && (x % 3 == 0 || live.len() > 40);
+        if give_back {
+            let (ptr, size) = live.swap_remove((x >> 8) as usize % live.len());
+            let first = (ptr - arena.region.base) / PAGE;
+            owner[first..first + size / PAGE].fill(usize::MAX);
+            // SAFETY: a block this test took with this size and no longer uses.
+            unsafe { arena.give_back(NonNull::new(ptr as *mut u8).expect("non-null"), size) };
+            continue;
+        }
+        let size = PAGE << ((x >> 16) % 9); // 4 KiB .. 1 MiB
+        let pages = size / PAGE;
+        match arena.take(size) {
+            Some(p) => {
+                let ptr = p.as_ptr() as usize;
+                assert!(arena.region.contains(p.as_ptr(), size));
+                assert_eq!((ptr - arena.region.base) % size, 0, "aligned to its size");
+                let first = (ptr - arena.region.base) / PAGE;
+                let span = &mut owner[first..first + pages];
+                assert!(
+                    span.iter().all(|&o| o == usize::MAX),
+                    "overlap in round {round}"
+                );
+                span.fill(round);
+                live.push((ptr, size));
+            }
+            None => {
+                let free_aligned = (0..pages_total)
+                    .step_by(pages)
+                    .any(|f| owner[f..f + pages].iter().all(|&o| o == usize::MAX));
+                assert!(
+                    !free_aligned,
+                    "a free {size}-byte block was refused in round {round}"
+                );
+            }
+        }
+    }
+    let in_use: usize = live.iter().map(|&(_, s)| s).sum();
+    assert_eq!(arena.in_use.load(Ordering::Relaxed), in_use);
+}
