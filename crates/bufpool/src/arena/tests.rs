@@ -215,7 +215,7 @@ fn random_takes_and_give_backs_never_overlap_and_fail_only_when_full() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let give_back = !live.is_empty() && (x % 3 == 0 || live.len() > 40);
+        let give_back = !live.is_empty() && (x.is_multiple_of(3) || live.len() > 40);
         if give_back {
             let (ptr, size) = live.swap_remove((x >> 8) as usize % live.len());
             let first = (ptr - arena.region.base) / PAGE;
