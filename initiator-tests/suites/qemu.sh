@@ -251,6 +251,12 @@ else
     grep -qx 'iscsi_gateway_buffers_live 0' <<<"$after"
   check "the buffer pool reports its held bytes" \
     grep -qE '^iscsi_gateway_buffer_pool_held_bytes [0-9]+$' <<<"$after"
+  # Registered buffers (default 8 MiB per connection thread): the 192 KiB write and 64 KiB
+  # read above went to io_uring from the arena, and every arena block came back.
+  REGD=$(awk '$1 == "iscsi_gateway_block_ops_total{buffer=\"registered\"}" { print $2 }' <<<"$after")
+  check "reads and writes used registered buffers (${REGD:-none})" test "${REGD:-0}" -ge 2
+  check "no registered-buffer block in use once the sessions ended" \
+    grep -qx 'iscsi_gateway_registered_buffer_bytes{state="in_use"} 0' <<<"$after"
   echo "$after" >"$SUITE_LOG_DIR/metrics.txt"
   check "target still running" target_alive
 fi
