@@ -84,6 +84,8 @@ pub struct Arena {
     hint: AtomicUsize,
     /// Bytes in blocks in use.
     in_use: AtomicUsize,
+    /// Takes that found no room (served by the pool instead).
+    misses: AtomicU64,
 }
 
 /// Arenas whose thread ended: taken again by the next thread that enables one.
@@ -92,8 +94,6 @@ static ORPHANS: Mutex<Vec<&'static Arena>> = Mutex::new(Vec::new());
 static ALL: Mutex<Vec<&'static Arena>> = Mutex::new(Vec::new());
 /// Bytes mapped for arenas in this process.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
-/// Blocks that could have come from an arena but found it full (served by the pool).
-static MISSES: AtomicU64 = AtomicU64::new(0);
 
 /// Hands the calling thread's arena to the orphans when the thread ends.
 struct Owner(Cell<Option<&'static Arena>>);
@@ -160,6 +160,7 @@ fn create(size: usize) -> &'static Arena {
         used: (0..words).map(|_| AtomicU64::new(0)).collect(),
         hint: AtomicUsize::new(0),
         in_use: AtomicUsize::new(0),
+        misses: AtomicU64::new(0),
     }));
     lock(&ALL).push(arena);
     arena
@@ -187,9 +188,13 @@ pub fn arena_bytes_in_use() -> usize {
         .sum()
 }
 
-/// Buffers that would have come from an arena but found it full.
+/// Buffers that would have come from an arena but found it full (each arena counts its own,
+/// so a full arena's misses share no counter between threads; this sums them).
 pub fn arena_misses() -> u64 {
-    MISSES.load(Ordering::Relaxed)
+    lock(&ALL)
+        .iter()
+        .map(|a| a.misses.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Bits at every multiple of `pages` (a power of two, 1..=64) in a word.
@@ -310,7 +315,7 @@ pub(crate) fn take(size: usize) -> Option<(NonNull<u8>, &'static Arena)> {
     match arena.take(size) {
         Some(ptr) => Some((ptr, arena)),
         None => {
-            MISSES.fetch_add(1, Ordering::Relaxed);
+            arena.misses.fetch_add(1, Ordering::Relaxed);
             None
         }
     }
