@@ -7,9 +7,11 @@
 //! The arena is registered once per thread, with a small ring kept for the purpose, and
 //! each connection ring clones that registration (Linux 6.12 and later; before, each ring
 //! registers the arena itself). Registration can fail where pinned memory is limited:
-//! without CAP_IPC_LOCK (or in an unprivileged container, where it does not count) the
-//! pinned arena is charged to RLIMIT_MEMLOCK. Such a ring works as before with unregistered
-//! buffers; the first failure is logged as a warning, later ones at debug. `iscsi_gateway_block_ops_total{buffer=...}` shows the
+//! without CAP_IPC_LOCK, and in an unprivileged container whatever its capabilities, the
+//! pinned arena is charged to RLIMIT_MEMLOCK (`net/registered_size.rs` sizes the arenas to
+//! fit). A ring whose registration fails works as before with unregistered buffers, and a
+//! thread whose own registration failed does not try again; the first failure is logged
+//! as a warning, later ones at debug. `iscsi_gateway_block_ops_total{buffer=...}` shows the
 //! share of operations that used registered buffers.
 
 use std::cell::RefCell;
