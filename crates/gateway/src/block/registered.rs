@@ -70,13 +70,15 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
                 Ok(()) => Some(region),
                 // Before Linux 6.12 there is no cloning: each ring pins (and is charged) on
                 // its own.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match register(ring, region) {
-                    Ok(()) => Some(region),
-                    Err(e) => {
-                        report(&e, region);
-                        None
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    match register_per_ring(ring, region) {
+                        Ok(()) => Some(region),
+                        Err(e) => {
+                            report(&e, region);
+                            None
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     report(&e, region);
                     None
@@ -85,6 +87,19 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
         })
         .ok()
         .flatten()
+}
+
+/// Registers the arena with `ring` itself (no cloning on this kernel), saying so once.
+fn register_per_ring(ring: &IoUring, region: ArenaRegion) -> std::io::Result<()> {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::info!(
+            "this kernel cannot clone registered buffers between rings (before Linux 6.12): \
+             each connection's ring registers the arena itself, and without CAP_IPC_LOCK each \
+             is charged to RLIMIT_MEMLOCK"
+        );
+    }
+    register(ring, region)
 }
 
 fn register(ring: &IoUring, region: ArenaRegion) -> std::io::Result<()> {

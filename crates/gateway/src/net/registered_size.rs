@@ -9,7 +9,9 @@
 //! 8 MiB arenas cannot be pinned. Such a process gives the arenas half of its limit, split
 //! over the connection threads and rounded down to whole 2 MiB huge pages (none below one),
 //! and keeps the other half for its rings. A limit of `infinity`, or CAP_IPC_LOCK outside a
-//! user namespace, keeps the configured size.
+//! user namespace, keeps the configured size. This assumes one charge per thread, which
+//! holds from Linux 6.12 (rings clone their thread's registration); on older kernels each
+//! connection's ring is charged, and rings past the limit run with unregistered buffers.
 
 use crate::config::Limits;
 
