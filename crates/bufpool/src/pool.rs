@@ -11,7 +11,8 @@
 //!
 //! Blocks of 64 KiB and up come from huge-page slabs (`slab.rs`) and go back there
 //! instead of being unmapped; larger requests than [`MAX_POOLED`] get a mapping of their
-//! own, unmapped on drop.
+//! own, unmapped on drop. A thread with a registered-buffer arena (`arena.rs`) takes its
+//! blocks from there first; those go back to their arena, never to a list or the kernel.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
@@ -43,7 +44,8 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of the blocks the pool holds right now: in use, or idle in a thread's free list.
 /// For metrics: with the count of live buffers it shows where a gateway's memory went.
-/// Not counted: the part of a huge-page slab not cut into blocks yet (`slab.rs`).
+/// Not counted: the part of a huge-page slab not cut into blocks yet (`slab.rs`), and the
+/// registered-buffer arenas (`crate::arena_bytes`).
 pub fn held_bytes() -> usize {
     HELD.load(Ordering::Relaxed)
 }
