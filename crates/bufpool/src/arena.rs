@@ -82,8 +82,6 @@ pub struct Arena {
     used: Box<[AtomicU64]>,
     /// The word the last block was found in (only the owner reads or writes it).
     hint: AtomicUsize,
-    /// Bytes in blocks in use.
-    in_use: AtomicUsize,
     /// Takes that found no room (served by the pool instead).
     misses: AtomicU64,
 }
@@ -159,7 +157,6 @@ fn create(size: usize) -> &'static Arena {
         region: ArenaRegion { base, len: size },
         used: (0..words).map(|_| AtomicU64::new(0)).collect(),
         hint: AtomicUsize::new(0),
-        in_use: AtomicUsize::new(0),
         misses: AtomicU64::new(0),
     }));
     lock(&ALL).push(arena);
@@ -179,13 +176,10 @@ pub fn arena_bytes() -> usize {
     MAPPED.load(Ordering::Relaxed)
 }
 
-/// Bytes of arena blocks in use in this process (each arena counts its own, so the hot path
-/// shares no counter between threads; this sums them).
+/// Bytes of arena blocks in use in this process, read from the bitmaps (no counter on the
+/// hot path).
 pub fn arena_bytes_in_use() -> usize {
-    lock(&ALL)
-        .iter()
-        .map(|a| a.in_use.load(Ordering::Relaxed))
-        .sum()
+    lock(&ALL).iter().map(|a| a.in_use()).sum()
 }
 
 /// Buffers that would have come from an arena but found it full (each arena counts its own,
@@ -227,6 +221,14 @@ fn group_mask(first: u32, pages: u32) -> u64 {
 }
 
 impl Arena {
+    /// Bytes in blocks in use: the pages marked in the bitmap.
+    fn in_use(&self) -> usize {
+        self.used
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize * PAGE)
+            .sum()
+    }
+
     /// A block of `size` bytes (a power of two from 4 KiB to [`MAX_ARENA_BLOCK`]), aligned to
     /// its size. Only the owning thread calls this.
     fn take(&self, size: usize) -> Option<NonNull<u8>> {
@@ -239,7 +241,6 @@ impl Arena {
         } else {
             self.take_words(pages / WORD_PAGES)?
         };
-        self.in_use.fetch_add(size, Ordering::Relaxed);
         NonNull::new((self.region.base + page * PAGE) as *mut u8)
     }
 
@@ -285,7 +286,6 @@ impl Arena {
     unsafe fn give_back(&self, ptr: NonNull<u8>, size: usize) {
         let page = (ptr.as_ptr() as usize - self.region.base) / PAGE;
         let pages = size / PAGE;
-        self.in_use.fetch_sub(size, Ordering::Relaxed);
         // Release: our last use of the block comes before its next owner's.
         if pages <= WORD_PAGES {
             if let Some(word) = self.used.get(page / WORD_PAGES) {

@@ -190,16 +190,16 @@ fn an_ended_threads_arena_is_taken_by_the_next_thread() {
 #[test]
 fn in_use_bytes_follow_the_blocks() {
     on_thread(|| {
-        // A size of its own: `in_use` of this arena is only this thread's.
+        // A size of its own: the blocks of this arena are only this thread's.
         let region = enable_thread_arena(10 << 20).expect("an arena");
         let arena = OWNER.with(|o| o.0.get()).expect("the thread's arena");
         assert_eq!(arena.region, region);
         let a = AlignedBuf::for_overwrite(8192);
         let b = AlignedBuf::for_overwrite(100 << 10);
-        assert_eq!(arena.in_use.load(Ordering::Relaxed), 8192 + (128 << 10));
+        assert_eq!(arena.in_use(), 8192 + (128 << 10));
         assert!(arena_bytes_in_use() >= 8192 + (128 << 10));
         drop((a, b));
-        assert_eq!(arena.in_use.load(Ordering::Relaxed), 0);
+        assert_eq!(arena.in_use(), 0);
     });
 }
 
@@ -252,5 +252,5 @@ fn random_takes_and_give_backs_never_overlap_and_fail_only_when_full() {
         }
     }
     let in_use: usize = live.iter().map(|&(_, s)| s).sum();
-    assert_eq!(arena.in_use.load(Ordering::Relaxed), in_use);
+    assert_eq!(arena.in_use(), in_use);
 }
