@@ -25,11 +25,19 @@ pub fn thread_cache_bytes(max_command_data: u64, io_threads: usize) -> usize {
     share.clamp(1 << 20, bufpool::DEFAULT_THREAD_CACHE)
 }
 
+/// Bytes from the value of an A/B environment knob given in KiB (`GATEWAY_*_KIB`); `None`
+/// when unset or not a number, so the configured value applies.
+pub fn env_kib(value: Option<&str>) -> Option<u64> {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kib| kib.saturating_mul(1024))
+}
+
 /// The per-thread bound: `env` (the value of [`ENV_OVERRIDE`], if set and a number of
 /// KiB), else `limits.buffer_cache_per_thread`, else derived.
 fn thread_cache_bound(env: Option<&str>, limits: &Limits, io_threads: usize) -> usize {
-    if let Some(kib) = env.and_then(|v| v.trim().parse::<usize>().ok()) {
-        return kib.saturating_mul(1024);
+    if let Some(bytes) = env_kib(env) {
+        return usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     match limits.buffer_cache_per_thread {
         Some(bytes) => usize::try_from(bytes).unwrap_or(usize::MAX),

@@ -32,10 +32,7 @@ pub struct PinLimit {
 
 /// The configured size: `env` (KiB, if set and a number), else the config key.
 fn configured(env: Option<&str>, limits: &Limits) -> u64 {
-    match env.and_then(|v| v.trim().parse::<u64>().ok()) {
-        Some(kib) => kib.saturating_mul(1024),
-        None => limits.registered_buffers_per_thread,
-    }
+    super::buffers::env_kib(env).unwrap_or(limits.registered_buffers_per_thread)
 }
 
 /// `wanted` bytes per thread, fitted to `pin` for `threads` connection threads.
