@@ -65,8 +65,7 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
             let Source::Ready(src) = &*source else {
                 return None;
             };
-            let cloned = ring.submitter().register_buffers_clone(src.as_raw_fd());
-            match cloned {
+            match clone_registration(ring, src) {
                 Ok(()) => Some(region),
                 // Before Linux 6.12 there is no cloning: each ring pins (and is charged) on
                 // its own.
@@ -87,6 +86,16 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
         })
         .ok()
         .flatten()
+}
+
+/// Gives `ring` the registered buffer table of `src` (`IORING_REGISTER_CLONE_BUFFERS`).
+/// EINVAL means the kernel cannot (before Linux 6.12); tests can make it answer so.
+fn clone_registration(ring: &IoUring, src: &IoUring) -> std::io::Result<()> {
+    #[cfg(test)]
+    if tests::PRETEND_NO_CLONE.get() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    ring.submitter().register_buffers_clone(src.as_raw_fd())
 }
 
 /// Registers the arena with `ring` itself (no cloning on this kernel), saying so once.
@@ -147,3 +156,6 @@ pub fn ops_total() -> (u64, u64) {
         )
     })
 }
+
+#[cfg(test)]
+mod tests;
