@@ -8,6 +8,9 @@ use crate::io::{BlockRequest, Extent, IoCompletion, IoErrorKind, MediumOp, Step}
 use crate::response::Response;
 use crate::sense::{Asc, Sense, SenseKey};
 
+mod rmw;
+use rmw::{Modify, RmwOp};
+
 /// Largest single write issued while expanding WRITE SAME or zero-filling.
 pub const CHUNK_BYTES: u64 = 1 << 20;
 
@@ -41,8 +44,7 @@ enum Op {
     Write(WriteOp),
     Flush(FlushOp),
     Verify(VerifyOp),
-    CompareAndWrite(CawOp),
-    OrWrite(OrWriteOp),
+    ReadModifyWrite(RmwOp),
     Fill(FillOp),
     Unmap(UnmapOp),
     LbaStatus(LbaStatusOp),
@@ -106,24 +108,15 @@ impl Task {
     }
 
     pub(crate) fn compare_and_write(offset: u64, compare: Bytes, write: Bytes, fua: bool) -> Self {
-        let mut t = Task::from_op(Op::CompareAndWrite(CawOp {
-            offset,
-            compare,
-            write,
-            fua,
-            phase: RmwPhase::Start,
-        }));
+        let modify = Modify::CompareThenWrite { compare, write };
+        let mut t = Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)));
         t.exclusive = true;
         t
     }
 
     pub(crate) fn or_write(offset: u64, data: Bytes, fua: bool) -> Self {
-        let mut t = Task::from_op(Op::OrWrite(OrWriteOp {
-            offset,
-            data,
-            fua,
-            phase: RmwPhase::Start,
-        }));
+        let modify = Modify::Or(data);
+        let mut t = Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)));
         t.exclusive = true;
         t
     }
@@ -212,8 +205,7 @@ impl Task {
             Op::Write(o) => o.step(completion),
             Op::Flush(o) => o.step(completion),
             Op::Verify(o) => o.step(completion),
-            Op::CompareAndWrite(o) => o.step(completion),
-            Op::OrWrite(o) => o.step(completion),
+            Op::ReadModifyWrite(o) => o.step(completion),
             Op::Fill(o) => o.step(completion),
             Op::Unmap(o) => o.step(completion),
             Op::LbaStatus(o) => o.step(completion),
@@ -387,96 +379,6 @@ impl VerifyOp {
             offset: self.next,
             len: len as u32,
         }))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RmwPhase {
-    Start,
-    Reading,
-    Writing,
-}
-
-#[derive(Debug)]
-struct CawOp {
-    offset: u64,
-    compare: Bytes,
-    write: Bytes,
-    fua: bool,
-    phase: RmwPhase,
-}
-
-impl CawOp {
-    fn step(&mut self, c: Option<IoCompletion>) -> StepResult {
-        match self.phase {
-            RmwPhase::Start => {
-                if self.compare.is_empty() {
-                    return Ok(Next::Finish(Bytes::new()));
-                }
-                self.phase = RmwPhase::Reading;
-                Ok(Next::Io(BlockRequest::Read {
-                    offset: self.offset,
-                    len: self.compare.len() as u32,
-                }))
-            }
-            RmwPhase::Reading => {
-                let data = expect_data(c, self.compare.len() as u64)?;
-                if let Some(i) = data
-                    .iter()
-                    .zip(self.compare.iter())
-                    .position(|(a, b)| a != b)
-                {
-                    return Err(miscompare(i as u64));
-                }
-                self.phase = RmwPhase::Writing;
-                Ok(Next::Io(BlockRequest::Write {
-                    offset: self.offset,
-                    data: self.write.clone(),
-                    fua: self.fua,
-                }))
-            }
-            RmwPhase::Writing => expect_done(c).map(|_| Next::Finish(Bytes::new())),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct OrWriteOp {
-    offset: u64,
-    data: Bytes,
-    fua: bool,
-    phase: RmwPhase,
-}
-
-impl OrWriteOp {
-    fn step(&mut self, c: Option<IoCompletion>) -> StepResult {
-        match self.phase {
-            RmwPhase::Start => {
-                if self.data.is_empty() {
-                    return Ok(Next::Finish(Bytes::new()));
-                }
-                self.phase = RmwPhase::Reading;
-                Ok(Next::Io(BlockRequest::Read {
-                    offset: self.offset,
-                    len: self.data.len() as u32,
-                }))
-            }
-            RmwPhase::Reading => {
-                let old = expect_data(c, self.data.len() as u64)?;
-                let merged: Vec<u8> = old
-                    .iter()
-                    .zip(self.data.iter())
-                    .map(|(a, b)| a | b)
-                    .collect();
-                self.phase = RmwPhase::Writing;
-                Ok(Next::Io(BlockRequest::Write {
-                    offset: self.offset,
-                    data: Bytes::from(merged),
-                    fua: self.fua,
-                }))
-            }
-            RmwPhase::Writing => expect_done(c).map(|_| Next::Finish(Bytes::new())),
-        }
     }
 }
 
