@@ -34,10 +34,13 @@ fn counters() -> &'static Sharded<[AtomicU64; 2]> {
 /// thread's arena once. Connection rings clone its table (`IORING_REGISTER_CLONE_BUFFERS`,
 /// Linux 6.12): the kernel shares the pinned pages instead of pinning and charging them
 /// again, so without CAP_IPC_LOCK a thread's arena counts against RLIMIT_MEMLOCK once, not
-/// once per connection.
+/// once per connection. A kernel that cannot clone (before 6.12) makes the thread register
+/// with each ring instead (`PerRing`), and the one-entry ring is let go at once, so its
+/// pinned copy is not charged on top of the rings' own.
 enum Source {
     Untried,
     Ready(Box<IoUring>),
+    PerRing,
     Failed,
 }
 
@@ -62,14 +65,20 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
                     }
                 };
             }
-            let Source::Ready(src) = &*source else {
-                return None;
+            let cloned = match &*source {
+                Source::Ready(src) => clone_registration(ring, src),
+                Source::PerRing => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+                Source::Untried | Source::Failed => return None,
             };
-            match clone_registration(ring, src) {
+            match cloned {
                 Ok(()) => Some(region),
                 // Before Linux 6.12 there is no cloning: each ring pins (and is charged) on
                 // its own.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    if let Source::Ready(src) = std::mem::replace(&mut *source, Source::PerRing) {
+                        // Unpinned and uncharged now, not when the ring's teardown runs.
+                        let _ = src.submitter().unregister_buffers();
+                    }
                     match register_per_ring(ring, region) {
                         Ok(()) => Some(region),
                         Err(e) => {
