@@ -105,14 +105,22 @@ impl LocalRing {
         if core.pending.is_empty() {
             return;
         }
-        core.fill_sq();
-        if let Err(e) = core.ring.submit() {
-            // The SQEs stay in the SQ and go with the next submit.
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-            ) {
-                tracing::warn!(error = %e, "io_uring submit failed");
+        for round in 0..INLINE_REAP_ROUNDS {
+            submit_queued(&mut core);
+            // What the kernel finished inside that call (a page-cache hit, an error) is in
+            // the CQ already: finish it now, so its command completes in this wake-up
+            // rather than after a trip through the reactor. What that queues (a short
+            // transfer's rest) goes in the next round; the last round only submits, so
+            // nothing is left queued but unsubmitted.
+            if round + 1 == INLINE_REAP_ROUNDS
+                || !inline_reap()
+                || core.ring.completion().is_empty()
+            {
+                break;
+            }
+            core.reap();
+            if core.pending.is_empty() {
+                break;
             }
         }
     }
@@ -146,6 +154,29 @@ impl LocalRing {
     pub fn busy(&self) -> usize {
         let c = self.core();
         c.in_flight + c.pending.len()
+    }
+}
+
+/// Submit-and-reap rounds per [`LocalRing::submit`] (the last one only submits).
+const INLINE_REAP_ROUNDS: usize = 4;
+
+/// `GATEWAY_INLINE_REAP=0` turns reaping right after a submit off (A/B runs).
+fn inline_reap() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GATEWAY_INLINE_REAP").map_or(true, |v| v != "0"))
+}
+
+/// Moves what is queued into the SQ and hands it to the kernel (one `io_uring_enter`).
+fn submit_queued(core: &mut RingCore) {
+    core.fill_sq();
+    if let Err(e) = core.ring.submit() {
+        // The SQEs stay in the SQ and go with the next submit.
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+        ) {
+            tracing::warn!(error = %e, "io_uring submit failed");
+        }
     }
 }
 
