@@ -67,7 +67,7 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
             }
             let cloned = match &*source {
                 Source::Ready(src) => clone_registration(ring, src),
-                Source::PerRing => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+                Source::PerRing => return register_per_ring(ring, region),
                 Source::Untried | Source::Failed => return None,
             };
             match cloned {
@@ -79,13 +79,7 @@ pub(crate) fn register_thread_arena(ring: &IoUring) -> Option<ArenaRegion> {
                         // Unpinned and uncharged now, not when the ring's teardown runs.
                         let _ = src.submitter().unregister_buffers();
                     }
-                    match register_per_ring(ring, region) {
-                        Ok(()) => Some(region),
-                        Err(e) => {
-                            report(&e, region);
-                            None
-                        }
-                    }
+                    register_per_ring(ring, region)
                 }
                 Err(e) => {
                     report(&e, region);
@@ -107,8 +101,9 @@ fn clone_registration(ring: &IoUring, src: &IoUring) -> std::io::Result<()> {
     ring.submitter().register_buffers_clone(src.as_raw_fd())
 }
 
-/// Registers the arena with `ring` itself (no cloning on this kernel), saying so once.
-fn register_per_ring(ring: &IoUring, region: ArenaRegion) -> std::io::Result<()> {
+/// Registers the arena with `ring` itself (no cloning on this kernel), saying so once;
+/// a refusal is reported.
+fn register_per_ring(ring: &IoUring, region: ArenaRegion) -> Option<ArenaRegion> {
     static SAID: AtomicBool = AtomicBool::new(false);
     if !SAID.swap(true, Ordering::Relaxed) {
         tracing::info!(
@@ -117,7 +112,13 @@ fn register_per_ring(ring: &IoUring, region: ArenaRegion) -> std::io::Result<()>
              is charged to RLIMIT_MEMLOCK"
         );
     }
-    register(ring, region)
+    match register(ring, region) {
+        Ok(()) => Some(region),
+        Err(e) => {
+            report(&e, region);
+            None
+        }
+    }
 }
 
 fn register(ring: &IoUring, region: ArenaRegion) -> std::io::Result<()> {
