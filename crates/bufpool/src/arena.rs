@@ -36,8 +36,10 @@ use crate::map;
 const PAGE: usize = 4096;
 /// Pages per bitmap word.
 const WORD_PAGES: usize = 64;
-/// Arena sizes are whole huge pages (and arenas are huge-page aligned).
-const HUGE: usize = 2 << 20;
+/// Arena sizes are whole huge pages (and arenas are huge-page aligned): the unit an arena's
+/// size is rounded up to.
+pub const ARENA_UNIT: usize = 2 << 20;
+const HUGE: usize = ARENA_UNIT;
 /// Largest block an arena serves: the pool's largest class (1 MiB, four bitmap words).
 pub const MAX_ARENA_BLOCK: usize = crate::MAX_POOLED;
 

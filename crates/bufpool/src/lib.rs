@@ -31,7 +31,7 @@ mod slab;
 
 pub use arena::{
     arena_bytes, arena_bytes_in_use, arena_misses, enable_thread_arena, thread_arena, ArenaRegion,
-    MAX_ARENA_BLOCK,
+    ARENA_UNIT, MAX_ARENA_BLOCK,
 };
 pub use buf::{AlignedBuf, BUF_ALIGN};
 pub use pool::{

@@ -18,9 +18,14 @@ use gateway::block::{
 };
 
 fn open(dir: &tempfile::TempDir) -> BlockDevice {
+    open_with(dir, DirectMode::Auto)
+}
+
+/// A 16 MiB device `ring.img` in `dir`, opened in `direct` mode.
+fn open_with(dir: &tempfile::TempDir, direct: DirectMode) -> BlockDevice {
     let opts = OpenOptions {
         create_size: Some(16 << 20),
-        direct: DirectMode::Auto,
+        direct,
         read_only: false,
         read_cache: false,
     };
@@ -199,13 +204,7 @@ async fn operations_in_scope_run_on_the_local_ring() {
 /// round and one `epoll_wait` less per cached read).
 async fn what_the_kernel_finishes_at_once_completes_in_the_same_wake_up() {
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let opts = OpenOptions {
-        create_size: Some(1 << 20),
-        direct: DirectMode::Off,
-        read_only: false,
-        read_cache: false,
-    };
-    let dev = BlockDevice::open(&d.path().join("cached.img"), &opts).unwrap();
+    let dev = open_with(&d, DirectMode::Off);
     let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     dev.write(8192, Bytes::from(data.clone()), false)
         .await

@@ -112,6 +112,13 @@ fn buffers_are_cut_from_the_arena_until_it_is_full() {
     });
 }
 
+/// Drops `buf` on a thread of its own, as a buffer freed by another connection's thread.
+fn drop_on_another_thread(buf: AlignedBuf) {
+    std::thread::spawn(move || drop(buf))
+        .join()
+        .expect("dropped");
+}
+
 #[test]
 fn a_block_dropped_on_another_thread_goes_back_to_its_arena() {
     on_thread(|| {
@@ -123,10 +130,7 @@ fn a_block_dropped_on_another_thread_goes_back_to_its_arena() {
             .all(|b| region.contains(b.as_mut_ptr(), block)));
         let mut extra = AlignedBuf::for_overwrite(block);
         assert!(!region.contains(extra.as_mut_ptr(), 1), "the arena is full");
-        let one = all.pop().expect("eight blocks");
-        std::thread::spawn(move || drop(one))
-            .join()
-            .expect("dropped");
+        drop_on_another_thread(all.pop().expect("eight blocks"));
         let mut again = AlignedBuf::for_overwrite(block);
         assert!(region.contains(again.as_mut_ptr(), block));
     });
@@ -168,10 +172,7 @@ fn blocks_larger_than_a_word_take_whole_aligned_words() {
         let mut fourth = AlignedBuf::for_overwrite(MAX_ARENA_BLOCK);
         assert!(region.contains(fourth.as_mut_ptr(), MAX_ARENA_BLOCK));
         // Given back from another thread, the words are free again.
-        let one = large.pop().expect("three blocks");
-        std::thread::spawn(move || drop(one))
-            .join()
-            .expect("dropped");
+        drop_on_another_thread(large.pop().expect("three blocks"));
         let mut again = AlignedBuf::for_overwrite(MAX_ARENA_BLOCK);
         assert!(region.contains(again.as_mut_ptr(), MAX_ARENA_BLOCK));
     });

@@ -18,8 +18,8 @@ use crate::config::Limits;
 /// Environment override of `registered_buffers_per_thread`, in KiB.
 const ENV_OVERRIDE: &str = "GATEWAY_REGISTERED_KIB";
 
-/// Arena sizes are whole huge pages.
-const HUGE: u64 = 2 << 20;
+/// Arena sizes are whole huge pages (bufpool rounds them up to this).
+const HUGE: u64 = bufpool::ARENA_UNIT as u64;
 
 /// What pinning memory costs this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
