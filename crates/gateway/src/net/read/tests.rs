@@ -316,3 +316,25 @@ async fn other_reads_put_the_default_mark_back() {
     let _tx = writer.await.unwrap();
     assert_eq!(r.state.wake.current(), 1, "back to the default");
 }
+
+/// The initiator ran ahead: the PDUs are all queued before the first read. Each rest is
+/// then read at once, without raising the mark (which would send the read through
+/// `epoll_wait` for bytes already there).
+#[tokio::test]
+async fn large_pdus_already_queued_are_read_without_raising_the_mark() {
+    let (mut tx, mut rx) = pair().await;
+    set_receive_buffer(&rx, 4 << 20);
+    let wire: Vec<u8> = (1..=4u8).flat_map(|i| data_out(128 << 10, i)).collect();
+    tx.write_all(&wire).await.unwrap();
+    for _ in 0..2000 {
+        if crate::net::wake_threshold::queued_bytes(&rx).unwrap() >= wire.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let mut r = Receiver::new();
+    r.receive(&mut rx, &session_with(false), wire.len()).await;
+    assert!(r.got == wire, "every byte, in order");
+    assert_eq!(r.state.wake.current(), 1, "the mark was raised");
+    assert!(r.reads <= 5, "{} reads for 4 PDUs", r.reads);
+}
