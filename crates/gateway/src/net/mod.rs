@@ -5,6 +5,7 @@ pub mod backlog;
 pub mod budget;
 pub mod buffers;
 pub mod connection;
+mod deadline;
 pub mod exec;
 pub mod idle_poll;
 mod large_pdu;
