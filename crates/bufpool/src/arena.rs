@@ -39,7 +39,6 @@ const WORD_PAGES: usize = 64;
 /// Arena sizes are whole huge pages (and arenas are huge-page aligned): the unit an arena's
 /// size is rounded up to.
 pub const ARENA_UNIT: usize = 2 << 20;
-const HUGE: usize = ARENA_UNIT;
 /// Largest block an arena serves: the pool's largest class (1 MiB, four bitmap words).
 pub const MAX_ARENA_BLOCK: usize = crate::MAX_POOLED;
 
@@ -132,7 +131,7 @@ pub fn enable_thread_arena(bytes: usize) -> Option<ArenaRegion> {
     if let Some(r) = thread_arena() {
         return Some(r);
     }
-    let size = bytes.div_ceil(HUGE).saturating_mul(HUGE);
+    let size = bytes.div_ceil(ARENA_UNIT).saturating_mul(ARENA_UNIT);
     let adopted = {
         let mut list = orphans();
         let i = list.iter().position(|a| a.region.len == size);
@@ -152,7 +151,7 @@ pub fn enable_thread_arena(bytes: usize) -> Option<ArenaRegion> {
 
 /// Maps a new arena of `size` bytes (whole huge pages); it lives for the rest of the process.
 fn create(size: usize) -> &'static Arena {
-    let base = map::map_aligned_huge(size, HUGE).as_ptr() as usize;
+    let base = map::map_aligned_huge(size, ARENA_UNIT).as_ptr() as usize;
     MAPPED.fetch_add(size, Ordering::Relaxed);
     let words = size / PAGE / WORD_PAGES;
     let arena: &'static Arena = Box::leak(Box::new(Arena {

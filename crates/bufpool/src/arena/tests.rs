@@ -72,15 +72,15 @@ fn without_an_arena_buffers_come_from_the_pool() {
 fn buffers_are_cut_from_the_arena_until_it_is_full() {
     on_thread(|| {
         let region = enable_thread_arena(1).expect("an arena");
-        assert_eq!(region.len(), HUGE, "rounded up to a huge page");
-        assert_eq!(region.base() as usize % HUGE, 0, "huge-page aligned");
+        assert_eq!(region.len(), ARENA_UNIT, "rounded up to a huge page");
+        assert_eq!(region.base() as usize % ARENA_UNIT, 0, "huge-page aligned");
         assert_eq!(
             enable_thread_arena(4 << 20),
             Some(region),
             "a thread keeps its arena"
         );
         let mut bufs = Vec::new();
-        for _ in 0..(HUGE / (128 << 10)) {
+        for _ in 0..(ARENA_UNIT / (128 << 10)) {
             let mut b = AlignedBuf::for_overwrite(128 << 10);
             let p = b.as_mut_ptr();
             assert!(region.contains(p, 128 << 10));

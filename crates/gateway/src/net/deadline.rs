@@ -54,40 +54,38 @@ impl Deadline {
     }
 }
 
-impl Default for Deadline {
-    fn default() -> Self {
-        Deadline::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
 
+    /// Follows deadlines `secs` seconds after `start`, in order, waits for the timer and
+    /// says how long after `start` it fired.
+    async fn fires_after(d: &mut Deadline, start: Instant, secs: &[u64]) -> Duration {
+        for &s in secs {
+            d.follow(Some(start + Duration::from_secs(s)));
+        }
+        d.fired().await;
+        Instant::now() - start
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_later_deadline_keeps_the_earlier_one_and_fires_there() {
         let start = Instant::now();
         let mut d = Deadline::new();
-        d.follow(Some(start + Duration::from_secs(5)));
-        d.follow(Some(start + Duration::from_secs(9)));
-        d.fired().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        let first = fires_after(&mut d, start, &[5, 9]).await;
+        assert_eq!(first, Duration::from_secs(5));
         // Fired: the next deadline sets it again, even a later one.
-        d.follow(Some(start + Duration::from_secs(9)));
-        d.fired().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(9));
+        let second = fires_after(&mut d, start, &[9]).await;
+        assert_eq!(second, Duration::from_secs(9));
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_moves_it() {
         let start = Instant::now();
-        let mut d = Deadline::new();
-        d.follow(Some(start + Duration::from_secs(9)));
-        d.follow(Some(start + Duration::from_secs(2)));
-        d.fired().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(2));
+        let fired = fires_after(&mut Deadline::new(), start, &[9, 2]).await;
+        assert_eq!(fired, Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]
