@@ -11,6 +11,7 @@
 
 mod cdb;
 mod commands;
+mod fast;
 mod fuzz;
 mod io;
 mod lun;
@@ -29,6 +30,7 @@ mod vpd;
 mod tests;
 
 pub use commands::spc::SUPPORTED_TMFS;
+pub use fast::{Admission, FastPath};
 pub use fuzz::fuzz_cdb;
 pub use io::{BlockRequest, Extent, IoCompletion, IoErrorKind, MediumOp, Step};
 pub use lun::LogicalUnit;

@@ -3,10 +3,13 @@
 //! into a [`Task`]: UA reporting, decoding against the command table, reservation
 //! checks, then dispatch to the command handlers in `commands/`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::cdb::Fields;
 use crate::commands::pr::pr_conflicts;
+use crate::fast::{Admission, FastPath, Snapshot};
 use crate::mode::ModeState;
 use crate::opcodes::{build_table, lookup, op, Cmd, CmdDesc, Lookup, PrClass};
 use crate::pr_state::PrState;
@@ -42,6 +45,9 @@ pub struct LogicalUnit {
     pub(crate) reserve6: Option<u64>,
     pub(crate) pr: PrState,
     pub(crate) mode: ModeState,
+    /// READ and WRITE without the owner's lock (`fast.rs`), and what it was last told.
+    fast: Arc<FastPath>,
+    published: Option<Snapshot>,
 }
 
 impl LogicalUnit {
@@ -52,15 +58,59 @@ impl LogicalUnit {
         if cfg.block_size == 0 {
             cfg.block_size = 512;
         }
-        LogicalUnit {
+        let table = build_table(&cfg);
+        let fast = Arc::new(FastPath::new(
+            table.clone(),
+            cfg.block_size,
+            crate::vpd::max_transfer_blocks(&cfg),
+            cfg.read_only,
+        ));
+        let mut unit = LogicalUnit {
             num_blocks: cfg.num_blocks,
-            table: build_table(&cfg),
+            table,
             mode: ModeState::defaults(&cfg),
             cfg,
             port,
             nexuses: Nexuses::default(),
             reserve6: None,
             pr: PrState::default(),
+            fast,
+            published: None,
+        };
+        unit.publish();
+        unit
+    }
+
+    /// The unit's lock-free start of READ and WRITE, for callers to keep beside the lock.
+    pub fn fast_path(&self) -> Arc<FastPath> {
+        self.fast.clone()
+    }
+
+    /// Admits `nexus` to the fast path at the current state if it has no unit attention
+    /// pending here, else revokes its admission. Call under the same lock as the
+    /// [`start`](Self::start) before it.
+    pub fn admit(&self, nexus_id: u64, admission: &Admission) {
+        if self.nexuses.is_clear(nexus_id) {
+            admission.set(self.fast.seq());
+        } else {
+            admission.revoke();
+        }
+    }
+
+    /// Tells the fast path about the state READ and WRITE depend on, if it changed. Every
+    /// public `&mut self` method ends with this.
+    pub(crate) fn publish(&mut self) {
+        let now = Snapshot {
+            num_blocks: self.num_blocks,
+            no_reservation: self.reserve6.is_none() && self.pr.reservation.is_none(),
+            descriptor_sense: self.mode.d_sense,
+            swp: self.mode.swp,
+            cache_off: self.cfg.write_cache && !self.mode.wce,
+            attentions: self.nexuses.queued(),
+        };
+        if self.published != Some(now) {
+            self.fast.publish(now);
+            self.published = Some(now);
         }
     }
 
@@ -85,6 +135,12 @@ impl LogicalUnit {
     /// Decode, validate and start a command. Non-I/O commands complete immediately;
     /// the returned task is independent of `self`.
     pub fn start(&mut self, nexus: &Nexus, cmd: &Command) -> Task {
+        let task = self.start_locked(nexus, cmd);
+        self.publish();
+        task
+    }
+
+    fn start_locked(&mut self, nexus: &Nexus, cmd: &Command) -> Task {
         self.nexuses.touch(nexus);
         let desc_sense = self.mode.d_sense;
         let check = |s: Sense| Task::done(Response::check(&s, desc_sense));
@@ -202,6 +258,7 @@ impl LogicalUnit {
         };
         self.nexuses.reset_all(asc);
         self.reserve6 = None;
+        self.publish();
     }
 
     /// The I_T nexus is gone (session ended): its RESERVE(6) is released and its
@@ -211,6 +268,7 @@ impl LogicalUnit {
             self.reserve6 = None;
         }
         self.nexuses.remove(nexus_id);
+        self.publish();
     }
 
     /// Change the capacity (e.g. after the backing device grew): CAPACITY DATA HAS
@@ -221,6 +279,7 @@ impl LogicalUnit {
             self.nexuses
                 .push_all_except(None, Asc::CAPACITY_DATA_CHANGED);
         }
+        self.publish();
     }
 
     /// Persistent reservation state, to persist after a response with
@@ -232,6 +291,7 @@ impl LogicalUnit {
     /// Restore persisted persistent reservation state (e.g. after failover).
     pub fn restore_pr_state(&mut self, s: PrState) {
         self.pr = s;
+        self.publish();
     }
 
     /// Queue a unit attention for every nexus except `except` (used by handlers).

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::cdb::{truncate, Fields};
+use crate::fast::Admission;
 use crate::lun::{Exec, LogicalUnit};
 use crate::opcodes::op;
 use crate::response::Response;
@@ -90,6 +91,14 @@ impl ScsiTarget {
         match self.luns.get_mut(&lun) {
             Some(lu) => lu.start(nexus, cmd),
             None => missing_lun(cmd),
+        }
+    }
+
+    /// Admits `nexus` to `lun`'s fast path (`LogicalUnit::admit`); call under the same
+    /// lock as the `start` before it.
+    pub fn admit(&self, nexus_id: u64, lun: u64, admission: &Admission) {
+        if let Some(lu) = self.luns.get(&lun) {
+            lu.admit(nexus_id, admission);
         }
     }
 

@@ -21,16 +21,36 @@ pub(crate) struct NexusState {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Nexuses {
     map: HashMap<u64, NexusState>,
+    /// Counts every unit attention queued (a new nexus's POWER ON included), so the LUN
+    /// can tell its lock-free readers that one may now be pending (`fast.rs`).
+    queued: u64,
 }
 
 impl Nexuses {
     /// Register a nexus on its first command (with a POWER ON, RESET UA).
     pub fn touch(&mut self, nexus: &Nexus) {
-        self.map.entry(nexus.id).or_insert_with(|| NexusState {
-            initiator_port: nexus.initiator_port.clone(),
-            relative_port_id: nexus.relative_port_id,
-            ua: VecDeque::from([Asc::POWER_ON_RESET]),
-        });
+        if self.map.contains_key(&nexus.id) {
+            return;
+        }
+        self.map.insert(
+            nexus.id,
+            NexusState {
+                initiator_port: nexus.initiator_port.clone(),
+                relative_port_id: nexus.relative_port_id,
+                ua: VecDeque::from([Asc::POWER_ON_RESET]),
+            },
+        );
+        self.queued += 1;
+    }
+
+    /// How many unit attentions have been queued so far (any nexus).
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Whether `id` is a known nexus with no unit attention pending.
+    pub fn is_clear(&self, id: u64) -> bool {
+        self.map.get(&id).is_some_and(|st| st.ua.is_empty())
     }
 
     /// Forget a nexus.
@@ -38,7 +58,8 @@ impl Nexuses {
         self.map.remove(&id);
     }
 
-    fn push_to(st: &mut NexusState, asc: Asc) {
+    fn push_to(st: &mut NexusState, queued: &mut u64, asc: Asc) {
+        *queued += 1;
         if st.ua.contains(&asc) {
             return;
         }
@@ -51,7 +72,7 @@ impl Nexuses {
     /// Queue a UA for one nexus.
     pub fn push(&mut self, id: u64, asc: Asc) {
         if let Some(st) = self.map.get_mut(&id) {
-            Self::push_to(st, asc);
+            Self::push_to(st, &mut self.queued, asc);
         }
     }
 
@@ -59,7 +80,7 @@ impl Nexuses {
     pub fn push_all_except(&mut self, except: Option<u64>, asc: Asc) {
         for (id, st) in self.map.iter_mut() {
             if Some(*id) != except {
-                Self::push_to(st, asc);
+                Self::push_to(st, &mut self.queued, asc);
             }
         }
     }
@@ -69,6 +90,7 @@ impl Nexuses {
         for st in self.map.values_mut() {
             st.ua.clear();
             st.ua.push_back(asc);
+            self.queued += 1;
         }
     }
 
@@ -110,6 +132,31 @@ mod tests {
         n.touch(&nx(1));
         assert_eq!(n.pop(1), Some(Asc::POWER_ON_RESET));
         assert_eq!(n.pop(1), None);
+    }
+
+    #[test]
+    fn queued_counts_every_attention_and_is_clear_follows_the_queue() {
+        let mut n = Nexuses::default();
+        assert!(!n.is_clear(1), "an unknown nexus is not clear");
+        n.touch(&nx(1));
+        assert_eq!(n.queued(), 1);
+        assert!(!n.is_clear(1));
+        n.pop(1);
+        assert!(n.is_clear(1));
+        n.touch(&nx(1));
+        assert_eq!(n.queued(), 1, "a known nexus queues nothing on touch");
+        n.push(1, Asc::MODE_PARAMETERS_CHANGED);
+        n.push(1, Asc::MODE_PARAMETERS_CHANGED);
+        assert_eq!(
+            n.queued(),
+            3,
+            "a duplicate still counts: the queue was looked at"
+        );
+        assert!(!n.is_clear(1));
+        n.pop(1);
+        n.reset_all(Asc::BUS_DEVICE_RESET);
+        assert_eq!(n.queued(), 4);
+        assert!(!n.is_clear(1));
     }
 
     #[test]

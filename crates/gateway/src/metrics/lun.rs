@@ -93,8 +93,9 @@ pub enum Counter {
     WriteSames,
     CheckConditions,
     IoErrors,
+    LockedStarts,
 }
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 11;
 
 #[derive(Default)]
 struct Histogram {
@@ -185,6 +186,14 @@ impl LunMetrics {
         self.shards.local().counters[Counter::IoErrors as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a command started under the target's lock rather than on the lock-free
+    /// READ/WRITE path (`scsi::FastPath`).
+    #[inline]
+    pub fn locked_start(&self) {
+        self.shards.local().counters[Counter::LockedStarts as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The sum of one counter over all shards.
     pub fn total(&self, c: Counter) -> u64 {
         self.shards
@@ -256,7 +265,9 @@ mod tests {
         m.record(&outcome(CommandClass::Flush, true, 0, 10));
         m.record(&outcome(CommandClass::Other, true, 0, 1));
         m.io_error();
+        m.locked_start();
         assert_eq!(m.total(Counter::Commands), 5);
+        assert_eq!(m.total(Counter::LockedStarts), 1);
         assert_eq!(m.total(Counter::ReadCommands), 2);
         assert_eq!(m.total(Counter::ReadBytes), 4096);
         assert_eq!(m.total(Counter::WriteCommands), 1);

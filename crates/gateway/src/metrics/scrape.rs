@@ -12,7 +12,7 @@ use super::LoginResult;
 use crate::net::exec::LunBackend;
 use crate::net::ServerContext;
 
-const LUN_COUNTERS: [(&str, Counter, &str); 10] = [
+const LUN_COUNTERS: [(&str, Counter, &str); 11] = [
     (
         "iscsi_gateway_lun_commands_total",
         Counter::Commands,
@@ -62,6 +62,11 @@ const LUN_COUNTERS: [(&str, Counter, &str); 10] = [
         "iscsi_gateway_lun_io_errors_total",
         Counter::IoErrors,
         "Block I/O operations the backing device failed.",
+    ),
+    (
+        "iscsi_gateway_lun_locked_starts_total",
+        Counter::LockedStarts,
+        "Commands started under the target's lock; READ and WRITE skip it while no unit attention or reservation is in play.",
     ),
 ];
 

@@ -58,7 +58,7 @@ use crate::metrics::LoginResult;
 use crate::net::backlog::{Backlog, Reservation};
 use crate::net::budget::{DataBudget, DataReservation};
 use crate::net::deadline::Deadline;
-use crate::net::exec::{CommandInput, TargetRuntime};
+use crate::net::exec::{Admissions, CommandInput, TargetRuntime};
 use crate::net::idle_poll;
 use crate::net::large_pdu::LargePdu;
 use crate::net::read::{read_some, ReadState, READ_CHUNK};
@@ -151,6 +151,8 @@ struct Session {
     registration: Registration,
     nexus: Arc<Nexus>,
     target: Arc<TargetRuntime>,
+    /// This nexus's admissions to the LUNs' lock-free READ/WRITE start.
+    admissions: Arc<Admissions>,
 }
 
 struct InFlight {
@@ -470,6 +472,7 @@ fn establish(
     Some(Session {
         registration,
         nexus,
+        admissions: Arc::new(target.admissions()),
         target,
     })
 }
@@ -483,6 +486,7 @@ fn command_future(
 ) -> CommandFuture {
     let target = s.target.clone();
     let nexus = s.nexus.clone();
+    let admissions = s.admissions.clone();
     let ctx = ctx.clone();
     let task = cmd.task;
     let (data_out, too_large) = match cmd.data_out {
@@ -506,7 +510,7 @@ fn command_future(
     let data_in_len = input.expected_data_in_len;
     Box::pin(async move {
         let reservation = backlog.reserve(data_in_len).await;
-        let resp = target.execute(&nexus, input).await;
+        let resp = target.execute(&nexus, &admissions, input).await;
         if resp.pr_state_changed {
             debug!(target = %target.name, "persistent reservation state changed");
         }

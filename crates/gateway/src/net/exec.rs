@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use scsi::{
-    Asc, BlockRequest, IoCompletion, IoErrorKind, MediumOp, Nexus, Response, ScsiTarget, Sense,
-    SenseKey, Step,
+    Admission, Asc, BlockRequest, FastPath, IoCompletion, IoErrorKind, MediumOp, Nexus, Response,
+    ScsiTarget, Sense, SenseKey, Step,
 };
 use tokio::sync::RwLock;
 use tracing::{error, warn};
@@ -67,7 +67,14 @@ pub struct TargetRuntime {
     pub name: String,
     pub scsi: Mutex<ScsiTarget>,
     pub backends: HashMap<u64, Arc<LunBackend>>,
+    /// Each LUN's lock-free start of READ and WRITE (`scsi::FastPath`), so the commands
+    /// that carry the data do not take `scsi`, a lock every connection of the target shares.
+    fast_paths: HashMap<u64, Arc<FastPath>>,
 }
+
+/// One session's admissions to its target's fast paths, one per LUN (`scsi::Admission`).
+#[derive(Default)]
+pub struct Admissions(HashMap<u64, Admission>);
 
 /// Owned form of a command as it leaves the transport.
 pub struct CommandInput {
@@ -80,17 +87,42 @@ pub struct CommandInput {
 }
 
 impl TargetRuntime {
+    pub fn new(name: String, scsi: ScsiTarget, backends: HashMap<u64, Arc<LunBackend>>) -> Self {
+        let fast_paths = scsi.luns().map(|(n, lu)| (n, lu.fast_path())).collect();
+        TargetRuntime {
+            name,
+            scsi: Mutex::new(scsi),
+            backends,
+            fast_paths,
+        }
+    }
+
+    /// Fresh admissions for a new session (none admitted yet).
+    pub fn admissions(&self) -> Admissions {
+        Admissions(
+            self.fast_paths
+                .keys()
+                .map(|n| (*n, Admission::default()))
+                .collect(),
+        )
+    }
+
     /// Runs `cmd` for `nexus` to completion. When it changed the persistent-reservation
     /// state, that state is on stable storage before the response is returned (a failed
     /// save turns the response into HARDWARE ERROR: the change could be lost).
-    pub async fn execute(&self, nexus: &Nexus, cmd: CommandInput) -> Response {
+    pub async fn execute(
+        &self,
+        nexus: &Nexus,
+        admissions: &Admissions,
+        cmd: CommandInput,
+    ) -> Response {
         let started = std::time::Instant::now();
         let lun = cmd.lun;
         let class = CommandClass::of(&cmd.cdb);
         let data_out_len = cmd.data_out.len();
         // Looked up once: the gate check, the I/O and the metrics all use it.
         let backend = self.backends.get(&lun).map(Arc::as_ref);
-        let mut resp = self.run(nexus, cmd, backend).await;
+        let mut resp = self.run(nexus, admissions, cmd, backend).await;
         if resp.pr_state_changed {
             if let Err(e) = self.save_pr_state(lun).await {
                 error!(target = %self.name, lun, error = %e, "cannot save persistent-reservation state");
@@ -127,6 +159,7 @@ impl TargetRuntime {
     async fn run(
         &self,
         nexus: &Nexus,
+        admissions: &Admissions,
         cmd: CommandInput,
         backend: Option<&LunBackend>,
     ) -> Response {
@@ -141,9 +174,23 @@ impl TargetRuntime {
                 expected_data_in_len: cmd.expected_data_in_len,
                 attr: cmd.attr,
             };
-            match self.scsi.lock() {
-                Ok(mut t) => t.start(nexus, cmd.lun, &scsi_cmd),
-                Err(poisoned) => poisoned.into_inner().start(nexus, cmd.lun, &scsi_cmd),
+            let fast = self
+                .fast_paths
+                .get(&cmd.lun)
+                .zip(admissions.0.get(&cmd.lun));
+            match fast.and_then(|(f, a)| f.try_start(a, &scsi_cmd)) {
+                Some(task) => task,
+                None => {
+                    if let Some(b) = backend {
+                        b.metrics.locked_start();
+                    }
+                    let mut t = self.scsi.lock().unwrap_or_else(|p| p.into_inner());
+                    let task = t.start(nexus, cmd.lun, &scsi_cmd);
+                    if let Some((_, admission)) = fast {
+                        t.admit(nexus.id, cmd.lun, admission);
+                    }
+                    task
+                }
             }
         };
         // Fast path: commands that complete without I/O never touch the gate.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -164,11 +164,11 @@ fn open_target(
         luns.push((u64::from(lun.lun), unit));
         backends.insert(u64::from(lun.lun), Arc::new(backend));
     }
-    Ok(TargetRuntime {
-        name: spec.iqn.clone(),
-        scsi: Mutex::new(ScsiTarget::new(luns)),
+    Ok(TargetRuntime::new(
+        spec.iqn.clone(),
+        ScsiTarget::new(luns),
         backends,
-    })
+    ))
 }
 
 /// The SCSI model's view of one LUN: identity from config, geometry and capabilities from

@@ -56,9 +56,24 @@ fn short_data_out() -> Sense {
     Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU)
 }
 
-impl LogicalUnit {
-    pub(crate) fn bs(&self) -> u64 {
-        u64::from(self.cfg.block_size)
+/// What READ and WRITE are checked against: geometry, transfer limit, write protection and
+/// the write cache. Taken from a logical unit under its owner's lock ([`LogicalUnit::medium`])
+/// or from the lock-free snapshot in `fast.rs`; both decode through it, so they answer alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Medium {
+    pub block_size: u32,
+    pub num_blocks: u64,
+    pub max_transfer_blocks: u32,
+    pub read_only: bool,
+    /// Software write protect (control mode page SWP).
+    pub swp: bool,
+    /// Every write carries FUA: the LUN has a write cache and the initiator turned it off.
+    pub cache_off: bool,
+}
+
+impl Medium {
+    fn bs(&self) -> u64 {
+        u64::from(self.block_size)
     }
 
     /// LBA range check: the LBA must exist and the range must end inside the medium.
@@ -70,17 +85,17 @@ impl LogicalUnit {
     }
 
     fn check_transfer(&self, blocks: u64, len_at: u16) -> Result<(), Sense> {
-        if blocks > u64::from(max_transfer_blocks(&self.cfg)) {
+        if blocks > u64::from(self.max_transfer_blocks) {
             return Err(Sense::invalid_cdb(len_at, None));
         }
         Ok(())
     }
 
     pub(crate) fn check_writable(&self) -> Result<(), Sense> {
-        if self.cfg.read_only {
+        if self.read_only {
             return Err(Sense::new(SenseKey::DataProtect, Asc::WRITE_PROTECTED));
         }
-        if self.mode.swp {
+        if self.swp {
             return Err(Sense::new(
                 SenseKey::DataProtect,
                 Asc::SOFTWARE_WRITE_PROTECTED,
@@ -91,7 +106,72 @@ impl LogicalUnit {
 
     /// FUA to use for a write: forced when the initiator disabled the write cache.
     fn fua(&self, requested: bool) -> bool {
-        requested || (self.cfg.write_cache && !self.mode.wce)
+        requested || self.cache_off
+    }
+
+    /// READ (6/10/12/16).
+    pub(crate) fn read(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+        let (lba, blocks, len_at) = decode_rw(size, cdb, true);
+        self.check_transfer(blocks, len_at)?;
+        self.check_range(lba, blocks)?;
+        Ok(Task::read(lba * self.bs(), (blocks * self.bs()) as u32))
+    }
+
+    /// WRITE (6/10/12/16), and WRITE AND VERIFY with `verify`.
+    pub(crate) fn write(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command, verify: bool) -> Exec {
+        let (lba, blocks, len_at) = decode_rw(size, cdb, true);
+        self.check_transfer(blocks, len_at)?;
+        self.check_range(lba, blocks)?;
+        self.check_writable()?;
+        // When the transport delivered less than the CDB asks for (iSCSI EDTL below the
+        // transfer length), write only the whole blocks received; the transport reports the
+        // rest as an overflow residual (what libiscsi's Write*Residuals tests and LIO expect).
+        let wanted = blocks * self.bs();
+        let received = (cmd.data_out.len() as u64).min(wanted);
+        let whole = received - received % self.bs();
+        if whole == 0 {
+            return Ok(Task::good(Bytes::new()));
+        }
+        let data = LogicalUnit::data_prefix(cmd, whole)?;
+        // WRITE AND VERIFY: the data must be on the medium before we report success.
+        let fua = self.fua(verify || (size != RwSize::B6 && cdb.u8(1) & 0x08 != 0));
+        Ok(Task::write(lba * self.bs(), data, fua))
+    }
+}
+
+impl LogicalUnit {
+    /// What READ and WRITE are checked against, now.
+    pub(crate) fn medium(&self) -> Medium {
+        Medium {
+            block_size: self.cfg.block_size,
+            num_blocks: self.num_blocks,
+            max_transfer_blocks: max_transfer_blocks(&self.cfg),
+            read_only: self.cfg.read_only,
+            swp: self.mode.swp,
+            cache_off: self.cfg.write_cache && !self.mode.wce,
+        }
+    }
+
+    pub(crate) fn bs(&self) -> u64 {
+        u64::from(self.cfg.block_size)
+    }
+
+    /// LBA range check: the LBA must exist and the range must end inside the medium.
+    pub(crate) fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
+        self.medium().check_range(lba, blocks)
+    }
+
+    fn check_transfer(&self, blocks: u64, len_at: u16) -> Result<(), Sense> {
+        self.medium().check_transfer(blocks, len_at)
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<(), Sense> {
+        self.medium().check_writable()
+    }
+
+    /// FUA to use for a write: forced when the initiator disabled the write cache.
+    fn fua(&self, requested: bool) -> bool {
+        self.medium().fua(requested)
     }
 
     fn data_prefix(cmd: &Command, bytes: u64) -> Result<Bytes, Sense> {
@@ -110,30 +190,11 @@ impl LogicalUnit {
     }
 
     pub(crate) fn read(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
-        let (lba, blocks, len_at) = decode_rw(size, cdb, true);
-        self.check_transfer(blocks, len_at)?;
-        self.check_range(lba, blocks)?;
-        Ok(Task::read(lba * self.bs(), (blocks * self.bs()) as u32))
+        self.medium().read(size, cdb)
     }
 
     pub(crate) fn write(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command, verify: bool) -> Exec {
-        let (lba, blocks, len_at) = decode_rw(size, cdb, true);
-        self.check_transfer(blocks, len_at)?;
-        self.check_range(lba, blocks)?;
-        self.check_writable()?;
-        // When the transport delivered less than the CDB asks for (iSCSI EDTL below the
-        // transfer length), write only the whole blocks received; the transport reports the
-        // rest as an overflow residual (what libiscsi's Write*Residuals tests and LIO expect).
-        let wanted = blocks * self.bs();
-        let received = (cmd.data_out.len() as u64).min(wanted);
-        let whole = received - received % self.bs();
-        if whole == 0 {
-            return Ok(Task::good(Bytes::new()));
-        }
-        let data = Self::data_prefix(cmd, whole)?;
-        // WRITE AND VERIFY: the data must be on the medium before we report success.
-        let fua = self.fua(verify || (size != RwSize::B6 && cdb.u8(1) & 0x08 != 0));
-        Ok(Task::write(lba * self.bs(), data, fua))
+        self.medium().write(size, cdb, cmd, verify)
     }
 
     pub(crate) fn verify(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {

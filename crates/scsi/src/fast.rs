@@ -1,0 +1,213 @@
+//! READ and WRITE started without the owner's lock.
+//!
+//! A [`LogicalUnit`](crate::LogicalUnit) is mutable state behind its owner's lock (the
+//! gateway keeps a target's units in one `Mutex`), and starting a command takes that lock.
+//! For the commands that carry the data, READ and WRITE, this would be a lock shared by
+//! every connection of the target, taken per command. Their outcome depends only on the
+//! capacity, block size and transfer limit, write protection, the write cache setting,
+//! descriptor sense, reservations, and whether the nexus has a unit attention pending. So:
+//!
+//! * The unit publishes that state in a [`FastPath`] after every change, under its lock: a
+//!   sequence lock (one writer, the lock holder; readers never wait). Any unit attention
+//!   queued for any nexus moves the sequence on as well.
+//! * A nexus holds an [`Admission`] per LUN: the sequence number at which a locked start
+//!   found it with nothing pending ([`ScsiTarget::admit`](crate::ScsiTarget::admit)).
+//! * [`FastPath::try_start`] starts a READ or WRITE from the snapshot when the sequence
+//!   still equals the admission and the unit has no reservation of any kind (RESERVE(6)
+//!   or persistent): then the locked start would have done exactly the same (no unit
+//!   attention to report, no conflict possible), and it decodes through the same code
+//!   (`Medium`). Otherwise it returns `None` and the caller takes the lock.
+//!
+//! A command started from a snapshot that a concurrent change then replaces is ordered
+//! before that change, as it would have been had it taken the lock first.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use crate::cdb::Fields;
+use crate::commands::sbc::{data_out_len, Medium};
+use crate::lun::Fail;
+use crate::opcodes::{lookup, Cmd, CmdDesc, Lookup};
+use crate::response::Response;
+use crate::task::Task;
+use crate::types::{Command, TaskAttr};
+
+/// Admission value that matches no sequence number (sequence numbers are even).
+const NOT_ADMITTED: u64 = u64::MAX;
+
+const NO_RESERVATION: u32 = 1 << 0;
+const DESCRIPTOR_SENSE: u32 = 1 << 1;
+const SOFTWARE_WRITE_PROTECT: u32 = 1 << 2;
+const CACHE_OFF: u32 = 1 << 3;
+
+/// What the unit publishes: the parts of its state that change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub num_blocks: u64,
+    pub no_reservation: bool,
+    pub descriptor_sense: bool,
+    pub swp: bool,
+    pub cache_off: bool,
+    /// Unit attentions queued so far, any nexus (`Nexuses::queued`).
+    pub attentions: u64,
+}
+
+impl Snapshot {
+    fn flags(&self) -> u32 {
+        let mut f = 0;
+        for (on, bit) in [
+            (self.no_reservation, NO_RESERVATION),
+            (self.descriptor_sense, DESCRIPTOR_SENSE),
+            (self.swp, SOFTWARE_WRITE_PROTECT),
+            (self.cache_off, CACHE_OFF),
+        ] {
+            if on {
+                f |= bit;
+            }
+        }
+        f
+    }
+}
+
+/// One logical unit's state for lock-free READ and WRITE (see the module docs). Shared
+/// (`Arc`) between the unit, which publishes, and the callers that start commands.
+#[derive(Debug)]
+pub struct FastPath {
+    /// Even when stable; odd while the unit is publishing.
+    seq: AtomicU64,
+    num_blocks: AtomicU64,
+    flags: AtomicU32,
+    /// Fixed for the unit's life: the command table and the limits from its configuration.
+    table: Vec<CmdDesc>,
+    block_size: u32,
+    max_transfer_blocks: u32,
+    read_only: bool,
+}
+
+/// A nexus's admission to a unit's [`FastPath`]: the sequence number at which a locked
+/// start found the nexus with no unit attention pending. One per nexus and LUN, kept by
+/// the caller; starts out not admitted.
+#[derive(Debug)]
+pub struct Admission(AtomicU64);
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission(AtomicU64::new(NOT_ADMITTED))
+    }
+}
+
+impl Admission {
+    pub(crate) fn set(&self, seq: u64) {
+        self.0.store(seq, Ordering::Relaxed);
+    }
+
+    pub(crate) fn revoke(&self) {
+        self.0.store(NOT_ADMITTED, Ordering::Relaxed);
+    }
+}
+
+impl FastPath {
+    pub(crate) fn new(
+        table: Vec<CmdDesc>,
+        block_size: u32,
+        max_transfer_blocks: u32,
+        read_only: bool,
+    ) -> Self {
+        FastPath {
+            seq: AtomicU64::new(0),
+            num_blocks: AtomicU64::new(0),
+            // Nothing is admitted before the first publish anyway.
+            flags: AtomicU32::new(0),
+            table,
+            block_size,
+            max_transfer_blocks,
+            read_only,
+        }
+    }
+
+    /// Publishes `now`. Called only by the unit, under its owner's lock (so there is one
+    /// writer at a time), when its state differs from what it published last.
+    pub(crate) fn publish(&self, now: Snapshot) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.num_blocks.store(now.num_blocks, Ordering::Relaxed);
+        self.flags.store(now.flags(), Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The sequence number now (even: only the publishing writer sees it odd, and it
+    /// holds the lock the caller of this holds too).
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Starts `cmd` from the published state if it is a READ or WRITE and `admission`
+    /// is still current; `None` means: take the lock and start it there.
+    pub fn try_start(&self, admission: &Admission, cmd: &Command) -> Option<Task> {
+        if cmd.attr == TaskAttr::Aca {
+            return None;
+        }
+        let (medium, descriptor_sense) = self.read_snapshot(admission)?;
+        let Lookup::Found(d) = lookup(&self.table, cmd.cdb) else {
+            return None;
+        };
+        if !matches!(d.cmd, Cmd::Read(_) | Cmd::Write(_)) {
+            return None;
+        }
+        let cdb = cmd.cdb.get(..d.cdb_len())?;
+        // As in the locked start: a reserved bit set ends it before anything else.
+        if let Err(s) = d.check_reserved(cdb) {
+            return Some(Task::done(Response::check(&s, descriptor_sense)));
+        }
+        let result = match d.cmd {
+            Cmd::Read(size) => medium.read(size, Fields(cdb)),
+            Cmd::Write(size) => medium.write(size, Fields(cdb), cmd, false),
+            _ => return None,
+        };
+        let mut task = match result {
+            Ok(t) => t,
+            Err(Fail::Check(s)) => Task::done(Response::check(&s, descriptor_sense)),
+            // No reservation exists, so nothing can conflict; leave it to the lock.
+            Err(Fail::Conflict) => return None,
+        };
+        task.set_meta(
+            descriptor_sense,
+            data_out_len(d.cmd, Fields(cdb), self.block_size),
+        );
+        Some(task)
+    }
+
+    /// The medium and descriptor-sense setting, if the snapshot is unchanged since
+    /// `admission` and free of reservations.
+    fn read_snapshot(&self, admission: &Admission) -> Option<(Medium, bool)> {
+        let (seq, num_blocks, flags) = self.load()?;
+        if seq != admission.0.load(Ordering::Relaxed) || flags & NO_RESERVATION == 0 {
+            return None;
+        }
+        let medium = Medium {
+            block_size: self.block_size,
+            num_blocks,
+            max_transfer_blocks: self.max_transfer_blocks,
+            read_only: self.read_only,
+            swp: flags & SOFTWARE_WRITE_PROTECT != 0,
+            cache_off: flags & CACHE_OFF != 0,
+        };
+        Some((medium, flags & DESCRIPTOR_SENSE != 0))
+    }
+
+    /// One consistent reading of (sequence, capacity, flags), or `None` while the unit
+    /// is publishing.
+    fn load(&self) -> Option<(u64, u64, u32)> {
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            return None;
+        }
+        let num_blocks = self.num_blocks.load(Ordering::Relaxed);
+        let flags = self.flags.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (self.seq.load(Ordering::Relaxed) == s1).then_some((s1, num_blocks, flags))
+    }
+}
+
+#[cfg(test)]
+mod tests;

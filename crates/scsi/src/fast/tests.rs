@@ -1,0 +1,219 @@
+//! The fast path answers exactly as the locked start, and only while nothing it cannot
+//! see (a unit attention, a reservation) is in play.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::tests::harness::*;
+use crate::{Command, LunConfig, Nexus, Response};
+
+fn cmd(cdb: &[u8]) -> Command<'_> {
+    Command::with_data(cdb, Bytes::new())
+}
+
+/// Runs TEST UNIT READY until the nexus has no attention left, then admits it.
+fn admit(rig: &mut Rig, n: &Nexus, adm: &Admission) {
+    rig.clear_ua(n);
+    rig.lun.admit(n.id, adm);
+}
+
+fn fast_run(rig: &mut Rig, adm: &Admission, cdb: &[u8], data: &[u8]) -> Option<Response> {
+    let fast = rig.lun.fast_path();
+    let c = Command::with_data(cdb, Bytes::copy_from_slice(data));
+    let mut t = fast.try_start(adm, &c)?;
+    Some(drive(&mut t, &mut rig.disk))
+}
+
+#[test]
+fn a_nexus_is_admitted_once_a_locked_start_left_it_nothing_to_report() {
+    let mut rig = Rig::new();
+    let n = nexus(1);
+    let adm = Admission::default();
+    let fast = rig.lun.fast_path();
+    assert!(fast.try_start(&adm, &cmd(&read10(0, 1))).is_none());
+    // The first command reports POWER ON; afterwards nothing is pending.
+    let r = rig.run(&n, &[0; 6], &[]);
+    assert_eq!(sense(&r), (6, 0x29, 0));
+    rig.lun.admit(n.id, &adm);
+    assert_good(&fast_run(&mut rig, &adm, &read10(0, 1), &[]).expect("fast start"));
+    assert!(
+        fast.try_start(&adm, &cmd(&[0; 6])).is_none(),
+        "only READ and WRITE go the fast way"
+    );
+}
+
+#[test]
+fn a_capacity_change_is_reported_through_the_lock_then_applies_to_fast_starts() {
+    let mut rig = Rig::new();
+    let n = nexus(1);
+    let adm = Admission::default();
+    admit(&mut rig, &n, &adm);
+    rig.lun.set_capacity(BLOCKS / 2);
+    assert!(fast_run(&mut rig, &adm, &read10(0, 1), &[]).is_none());
+    let r = rig.run(&n, &read10(0, 1), &[]);
+    assert_eq!(sense(&r), (6, 0x2A, 0x09), "CAPACITY DATA HAS CHANGED");
+    rig.lun.admit(n.id, &adm);
+    let past = read10((BLOCKS / 2) as u32, 1);
+    let r = fast_run(&mut rig, &adm, &past, &[]).expect("fast start");
+    assert_eq!(
+        sense(&r),
+        (5, 0x21, 0),
+        "LBA OUT OF RANGE at the new capacity"
+    );
+}
+
+#[test]
+fn an_attention_for_anyone_sends_every_nexus_through_the_lock_once() {
+    let mut rig = Rig::new();
+    let (a, b) = (nexus(1), nexus(2));
+    let (adm_a, adm_b) = (Admission::default(), Admission::default());
+    // B's first command queues its POWER ON, which moves the sequence on: admit after.
+    rig.clear_ua(&a);
+    rig.clear_ua(&b);
+    rig.lun.admit(a.id, &adm_a);
+    rig.lun.admit(b.id, &adm_b);
+    assert!(fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).is_some());
+    // A third nexus logs in: POWER ON is queued for it alone, but A and B cannot tell.
+    rig.run(&nexus(3), &read10(0, 1), &[]);
+    assert!(fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).is_none());
+    assert!(fast_run(&mut rig, &adm_b, &read10(0, 1), &[]).is_none());
+    assert_good(&rig.run(&a, &read10(0, 1), &[]));
+    rig.lun.admit(a.id, &adm_a);
+    assert!(fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).is_some());
+    assert!(fast_run(&mut rig, &adm_b, &read10(0, 1), &[]).is_none());
+}
+
+#[test]
+fn a_reservation_keeps_reads_and_writes_on_the_locked_path() {
+    let mut rig = Rig::new();
+    let (a, b) = (nexus(1), nexus(2));
+    let adm = Admission::default();
+    admit(&mut rig, &a, &adm);
+    rig.clear_ua(&b);
+    assert_good(&rig.run(&b, &[0x16, 0, 0, 0, 0, 0], &[])); // RESERVE(6)
+    assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_none());
+    let r = rig.run(&a, &write10(0, 1), &[0; 512]);
+    assert_eq!(r.status, 0x18, "RESERVATION CONFLICT");
+    rig.lun.admit(a.id, &adm);
+    assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_none());
+    assert_good(&rig.run(&b, &[0x17, 0, 0, 0, 0, 0], &[])); // RELEASE(6)
+    rig.lun.admit(a.id, &adm);
+    assert_good(&fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).expect("fast start"));
+}
+
+#[test]
+fn a_torn_snapshot_is_never_read() {
+    let fast = Arc::new(FastPath::new(Vec::new(), 512, 1024, false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let small = Snapshot {
+        num_blocks: 100,
+        no_reservation: true,
+        descriptor_sense: false,
+        swp: false,
+        cache_off: false,
+        attentions: 0,
+    };
+    let large = Snapshot {
+        num_blocks: 200,
+        no_reservation: false,
+        descriptor_sense: true,
+        swp: true,
+        cache_off: true,
+        attentions: 1,
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (fast, stop) = (fast.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some((seq, num_blocks, flags)) = fast.load() {
+                        assert_eq!(seq & 1, 0);
+                        let expect = if num_blocks == 100 { small } else { large };
+                        assert_eq!(flags, expect.flags(), "flags of another snapshot");
+                        seen += 1;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for i in 0..200_000u32 {
+        fast.publish(if i % 2 == 0 { small } else { large });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("reader panicked");
+    }
+}
+
+/// Operation codes of READ and WRITE (6/10/12/16), and some that must not go fast.
+const OPCODES: &[u8] = &[
+    0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0x2F, 0x35, 0x00,
+];
+
+fn arb_cdb() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::sample::select(OPCODES),
+        proptest::collection::vec(any::<u8>(), 5..16),
+        any::<bool>(),
+    )
+        .prop_map(|(op, mut rest, small)| {
+            if small {
+                for (i, b) in rest.iter_mut().enumerate() {
+                    if i != 0 {
+                        *b &= 0x03;
+                    }
+                }
+            }
+            let mut c = vec![op];
+            c.append(&mut rest);
+            c
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Whatever the state a fast start can see, its response and I/O are the locked
+    /// start's; and a READ or WRITE of whole CDB length always goes fast.
+    #[test]
+    fn fast_starts_answer_as_locked_starts(
+        cdb in arb_cdb(),
+        blocks in 0usize..5,
+        read_only in any::<bool>(),
+        write_cache in any::<bool>(),
+        (d_sense, swp, wce) in (any::<bool>(), any::<bool>(), any::<bool>()),
+    ) {
+        let c = LunConfig { read_only, write_cache, ..cfg() };
+        let mut fast_rig = Rig::with(c.clone());
+        let mut locked_rig = Rig::with(c);
+        let n = nexus(1);
+        let adm = Admission::default();
+        for rig in [&mut fast_rig, &mut locked_rig] {
+            rig.lun.mode.d_sense = d_sense;
+            rig.lun.mode.swp = swp;
+            rig.lun.mode.wce = wce;
+            rig.lun.publish();
+            rig.clear_ua(&n);
+        }
+        fast_rig.lun.admit(n.id, &adm);
+        let data = vec![0xA5u8; blocks * 512];
+        let locked = locked_rig.run(&n, &cdb, &data);
+        let rw = matches!(cdb[0], 0x08 | 0x0A | 0x28 | 0x2A | 0xA8 | 0xAA | 0x88 | 0x8A);
+        let full_length = match cdb[0] >> 5 { 0 => 6, 1 | 2 => 10, 4 => 16, 5 => 12, _ => 0 };
+        match fast_run(&mut fast_rig, &adm, &cdb, &data) {
+            Some(fast) => {
+                prop_assert!(rw, "{:#x} went fast", cdb[0]);
+                prop_assert_eq!(&fast, &locked);
+                prop_assert_eq!(&fast_rig.disk.log, &locked_rig.disk.log);
+                prop_assert!(fast_rig.disk.data == locked_rig.disk.data);
+            }
+            None => prop_assert!(!rw || cdb.len() < full_length, "{:02x?} did not go fast", cdb),
+        }
+    }
+}
