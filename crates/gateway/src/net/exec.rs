@@ -16,11 +16,11 @@ use scsi::{
     Admission, Asc, BlockRequest, FastPath, IoCompletion, IoErrorKind, MediumOp, Nexus, Response,
     ScsiTarget, Sense, SenseKey, Step,
 };
-use tokio::sync::RwLock;
 use tracing::{error, warn};
 
 use crate::block::{BlockDevice, IoFailure};
 use crate::metrics::{CommandClass, LunMetrics, Outcome};
+use crate::net::drain_gate::DrainGate;
 use crate::net::lun_gate::{self, LunSlot, OpenDevice};
 use crate::state::PrStore;
 
@@ -33,8 +33,8 @@ pub struct LunBackend {
     /// Serialises saves, so the last save always writes the newest state.
     pr_save: tokio::sync::Mutex<()>,
     /// Held shared by every command doing I/O; `lun_gate` takes it exclusively to drain
-    /// in-flight I/O before closing the device.
-    pub(crate) gate: RwLock<()>,
+    /// in-flight I/O before closing the device (`drain_gate.rs`: no lock for shared use).
+    pub(crate) gate: DrainGate,
     /// Command counters and latencies (summed over threads at scrape time).
     pub metrics: LunMetrics,
 }
@@ -56,7 +56,7 @@ impl LunBackend {
             slot,
             pr_store,
             pr_save: tokio::sync::Mutex::new(()),
-            gate: RwLock::new(()),
+            gate: DrainGate::default(),
             metrics: LunMetrics::default(),
         }
     }
@@ -206,9 +206,9 @@ impl TargetRuntime {
         let _shared;
         let _exclusive;
         if task.needs_exclusive() {
-            _exclusive = backend.gate.write().await;
+            _exclusive = backend.gate.exclusive().await;
         } else {
-            _shared = backend.gate.read().await;
+            _shared = backend.gate.shared().await;
         }
         // Closed while this command waited for the gate (DRBD demotion).
         let Some(open) = backend.slot.current() else {

@@ -17,7 +17,9 @@
 //! (manual intervention required) would tell the initiator to give up on the LUN.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -48,55 +50,43 @@ pub struct OpenDevice {
     pub force_fua: bool,
 }
 
-enum SlotState {
-    Open(OpenDevice),
-    Closed,
-}
-
-/// A LUN's open device, or none while the LUN is not served.
+/// A LUN's open device, or none while the LUN is not served. Every command reads it;
+/// only a DRBD start or stop replaces it, so it is an `ArcSwapOption`: reading takes no
+/// lock (a `RwLock` here was a lock every connection of the LUN shared, twice per command).
 pub struct LunSlot {
-    state: RwLock<SlotState>,
+    device: ArcSwapOption<OpenDevice>,
 }
 
 impl LunSlot {
     pub fn open(dev: OpenDevice) -> Self {
         LunSlot {
-            state: RwLock::new(SlotState::Open(dev)),
+            device: ArcSwapOption::from_pointee(dev),
         }
     }
 
     pub fn closed() -> Self {
         LunSlot {
-            state: RwLock::new(SlotState::Closed),
+            device: ArcSwapOption::empty(),
         }
     }
 
     /// The open device, when the LUN is served.
-    pub fn current(&self) -> Option<OpenDevice> {
-        match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
-            SlotState::Open(d) => Some(d.clone()),
-            SlotState::Closed => None,
-        }
+    pub fn current(&self) -> Option<Arc<OpenDevice>> {
+        self.device.load_full()
     }
 
     pub fn is_serving(&self) -> bool {
-        matches!(
-            &*self.state.read().unwrap_or_else(|p| p.into_inner()),
-            SlotState::Open(_)
-        )
+        self.device.load().is_some()
     }
 
     fn install(&self, dev: OpenDevice) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = SlotState::Open(dev);
+        self.device.store(Some(Arc::new(dev)));
     }
 
-    /// Stops serving; returns the device that was open (the caller decides when to drop it).
-    fn close(&self) -> Option<OpenDevice> {
-        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-        match std::mem::replace(&mut *s, SlotState::Closed) {
-            SlotState::Open(d) => Some(d),
-            SlotState::Closed => None,
-        }
+    /// Stops serving; returns the device that was open (the caller decides when to drop it;
+    /// commands still running hold their own reference until they finish).
+    fn close(&self) -> Option<Arc<OpenDevice>> {
+        self.device.swap(None)
     }
 }
 
@@ -253,7 +243,7 @@ pub async fn follow_drbd(
 /// in-flight command finished within `drain`.
 async fn stop_serving(backend: &LunBackend, drain: Duration) -> Option<bool> {
     let dev = backend.slot.close()?;
-    let drained = tokio::time::timeout(drain, backend.gate.write())
+    let drained = tokio::time::timeout(drain, backend.gate.exclusive())
         .await
         .is_ok();
     if drained {
@@ -365,7 +355,7 @@ mod tests {
         let b = backend.clone();
         let (held_tx, held_rx) = tokio::sync::oneshot::channel();
         let in_flight = tokio::spawn(async move {
-            let _io = b.gate.read().await;
+            let _io = b.gate.shared().await;
             let _ = held_tx.send(());
             tokio::time::sleep(Duration::from_millis(300)).await;
         });
@@ -392,7 +382,7 @@ mod tests {
             device: dev,
             force_fua: false,
         });
-        let _stuck = backend.gate.read().await;
+        let _stuck = backend.gate.shared().await;
         assert_eq!(
             stop_serving(&backend, Duration::from_millis(100)).await,
             Some(false)

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod buffers;
 pub mod connection;
 mod deadline;
+pub mod drain_gate;
 pub mod exec;
 pub mod idle_poll;
 mod large_pdu;
