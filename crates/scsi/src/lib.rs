@@ -6,6 +6,10 @@
 //! command and returns a [`Task`]; the caller drives [`Task::poll`], performing each
 //! [`BlockRequest`] it yields and feeding back an [`IoCompletion`], until it yields
 //! [`Step::Done`] with the [`Response`].
+//!
+//! The units are mutable state behind their owner's lock. READ and WRITE may instead be
+//! started from a unit's [`FastPath`] without that lock, while the nexus's [`Admission`]
+//! (granted by [`ScsiTarget::admit`] after a locked start) is current (`fast.rs`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
