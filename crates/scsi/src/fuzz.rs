@@ -1,11 +1,16 @@
 //! Entry point for fuzzers: run one CDB with data-out against a fresh, small LUN and
 //! drive it to completion with synthetic completions (zero-filled reads, everything
-//! else succeeding). Asserts nothing; it must simply never panic or hang.
+//! else succeeding). It must never panic or hang. When the lock-free fast path
+//! (`fast.rs`) takes the command too, the two must agree: same block requests, same
+//! response.
 
 use bytes::Bytes;
 
+use crate::fast::Admission;
 use crate::io::{BlockRequest, Extent, IoCompletion, Step};
 use crate::lun::LogicalUnit;
+use crate::response::Response;
+use crate::task::Task;
 use crate::types::{Command, LunConfig, Nexus, TargetPort};
 
 /// Most I/O steps a fuzzed command may take (bounds WRITE SAME expansion).
@@ -52,13 +57,29 @@ pub fn fuzz_cdb(cdb: &[u8], data: &[u8]) {
     // Consume the power-on unit attention so the CDB itself is exercised.
     let mut t = lun.start(&nexus, &Command::new(&[0u8; 6]));
     let _ = t.poll(None);
+    let admission = Admission::default();
+    lun.admit(nexus.id, &admission);
     let cmd = Command::with_data(cdb, Bytes::copy_from_slice(data));
-    let mut task = lun.start(&nexus, &cmd);
+    let fast = lun.fast_path().try_start(&admission, &cmd).map(drive);
+    let locked = drive(lun.start(&nexus, &cmd));
+    if let Some(fast) = fast {
+        assert_eq!(fast, locked, "fast and locked starts differ for {cdb:02x?}");
+    }
+}
+
+/// Drives `task` with synthetic completions: the requests it made and its response
+/// (`None` if it did not finish within [`MAX_STEPS`]).
+fn drive(mut task: Task) -> (Vec<BlockRequest>, Option<Response>) {
+    let mut requests = Vec::new();
     let mut step = task.poll(None);
     for _ in 0..MAX_STEPS {
         match step {
-            Step::Done(_) => return,
-            Step::Io(req) => step = task.poll(Some(synthetic(&req))),
+            Step::Done(r) => return (requests, Some(r)),
+            Step::Io(req) => {
+                step = task.poll(Some(synthetic(&req)));
+                requests.push(req);
+            }
         }
     }
+    (requests, None)
 }
