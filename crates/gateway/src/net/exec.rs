@@ -69,12 +69,22 @@ pub struct TargetRuntime {
     pub backends: HashMap<u64, Arc<LunBackend>>,
     /// Each LUN's lock-free start of READ and WRITE (`scsi::FastPath`), so the commands
     /// that carry the data do not take `scsi`, a lock every connection of the target shares.
-    fast_paths: HashMap<u64, Arc<FastPath>>,
+    fast_paths: Vec<(u64, Arc<FastPath>)>,
 }
 
-/// One session's admissions to its target's fast paths, one per LUN (`scsi::Admission`).
+/// One session's way to its target's fast paths: per LUN, the path and this nexus's
+/// admission to it (`scsi::Admission`). A short list: one lookup per command finds both.
 #[derive(Default)]
-pub struct Admissions(HashMap<u64, Admission>);
+pub struct Admissions(Vec<(u64, Arc<FastPath>, Admission)>);
+
+impl Admissions {
+    fn get(&self, lun: u64) -> Option<(&FastPath, &Admission)> {
+        self.0
+            .iter()
+            .find(|(n, _, _)| *n == lun)
+            .map(|(_, fast, admission)| (fast.as_ref(), admission))
+    }
+}
 
 /// Owned form of a command as it leaves the transport.
 pub struct CommandInput {
@@ -101,8 +111,8 @@ impl TargetRuntime {
     pub fn admissions(&self) -> Admissions {
         Admissions(
             self.fast_paths
-                .keys()
-                .map(|n| (*n, Admission::default()))
+                .iter()
+                .map(|(n, fast)| (*n, fast.clone(), Admission::default()))
                 .collect(),
         )
     }
@@ -174,10 +184,7 @@ impl TargetRuntime {
                 expected_data_in_len: cmd.expected_data_in_len,
                 attr: cmd.attr,
             };
-            let fast = self
-                .fast_paths
-                .get(&cmd.lun)
-                .zip(admissions.0.get(&cmd.lun));
+            let fast = admissions.get(cmd.lun);
             match fast.and_then(|(f, a)| f.try_start(a, &scsi_cmd)) {
                 Some(task) => task,
                 None => {

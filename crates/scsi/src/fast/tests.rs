@@ -8,7 +8,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::tests::harness::*;
+use crate::tests::harness::{arb_cdb as harness_arb_cdb, *};
 use crate::{Command, LunConfig, Nexus, Response};
 
 fn cmd(cdb: &[u8]) -> Command<'_> {
@@ -157,23 +157,7 @@ const OPCODES: &[u8] = &[
 ];
 
 fn arb_cdb() -> impl Strategy<Value = Vec<u8>> {
-    (
-        prop::sample::select(OPCODES),
-        proptest::collection::vec(any::<u8>(), 5..16),
-        any::<bool>(),
-    )
-        .prop_map(|(op, mut rest, small)| {
-            if small {
-                for (i, b) in rest.iter_mut().enumerate() {
-                    if i != 0 {
-                        *b &= 0x03;
-                    }
-                }
-            }
-            let mut c = vec![op];
-            c.append(&mut rest);
-            c
-        })
+    harness_arb_cdb(OPCODES, 5..16, 1)
 }
 
 proptest! {

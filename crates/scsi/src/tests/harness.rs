@@ -2,6 +2,7 @@
 //! completes [`BlockRequest`]s, CDB builders, and sense parsing helpers.
 
 use bytes::Bytes;
+use proptest::prelude::*;
 
 use crate::{
     BlockRequest, Command, Extent, IoCompletion, IoErrorKind, LogicalUnit, LunConfig, Nexus,
@@ -264,4 +265,29 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+/// Random CDBs: an opcode from `opcodes` and `rest` more random bytes. Half of them have
+/// every byte after the first `keep` of `rest` masked to its two low bits, so LBAs and
+/// lengths stay small and the command is likely valid.
+pub fn arb_cdb(
+    opcodes: &'static [u8],
+    rest: std::ops::Range<usize>,
+    keep: usize,
+) -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::sample::select(opcodes),
+        proptest::collection::vec(any::<u8>(), rest),
+        any::<bool>(),
+    )
+        .prop_map(move |(op, mut rest, small)| {
+            if small {
+                for b in rest.iter_mut().skip(keep) {
+                    *b &= 0x03;
+                }
+            }
+            let mut c = vec![op];
+            c.append(&mut rest);
+            c
+        })
 }

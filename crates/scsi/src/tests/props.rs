@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::harness::*;
+use super::harness::{arb_cdb as harness_arb_cdb, *};
 use crate::{BlockRequest, Command, Step};
 
 /// Operation codes worth hitting often (supported ones plus a few unsupported).
@@ -16,24 +16,7 @@ const OPCODES: &[u8] = &[
 ];
 
 fn arb_cdb() -> impl Strategy<Value = Vec<u8>> {
-    (
-        prop::sample::select(OPCODES),
-        proptest::collection::vec(any::<u8>(), 0..16),
-        any::<bool>(),
-    )
-        .prop_map(|(op, mut rest, small)| {
-            if small {
-                // Keep LBAs and lengths small so the command is likely valid.
-                for (i, b) in rest.iter_mut().enumerate() {
-                    if i != 0 && i != 1 {
-                        *b &= 0x03;
-                    }
-                }
-            }
-            let mut c = vec![op];
-            c.append(&mut rest);
-            c
-        })
+    harness_arb_cdb(OPCODES, 0..16, 2)
 }
 
 fn check_response(r: &crate::Response) {
