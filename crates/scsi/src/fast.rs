@@ -1,18 +1,20 @@
-//! READ and WRITE started without the owner's lock.
+//! The data path's commands started without the owner's lock: READ, WRITE, WRITE AND
+//! VERIFY and SYNCHRONIZE CACHE.
 //!
 //! A [`LogicalUnit`](crate::LogicalUnit) is mutable state behind its owner's lock (the
 //! gateway keeps a target's units in one `Mutex`), and starting a command takes that lock.
-//! For the commands that carry the data, READ and WRITE, this would be a lock shared by
-//! every connection of the target, taken per command. Their outcome depends only on the
-//! capacity, block size and transfer limit, write protection, the write cache setting,
-//! descriptor sense, reservations, and whether the nexus has a unit attention pending. So:
+//! For the commands that carry the data (and the flushes that make it durable) this would be
+//! a lock shared by every connection of the target, taken per command. Their outcome depends
+//! only on the capacity, block size and transfer limit, write protection, the write cache
+//! setting, descriptor sense, reservations, and whether the nexus has a unit attention
+//! pending. So:
 //!
 //! * The unit publishes that state in a [`FastPath`] after every change, under its lock: a
 //!   sequence lock (one writer, the lock holder; readers never wait). Any unit attention
 //!   queued for any nexus moves the sequence on as well.
 //! * A nexus holds an [`Admission`] per LUN: the sequence number at which a locked start
 //!   found it with nothing pending ([`ScsiTarget::admit`](crate::ScsiTarget::admit)).
-//! * [`FastPath::try_start`] starts a READ or WRITE from the snapshot when the sequence
+//! * [`FastPath::try_start`] starts one of those commands from the snapshot when the sequence
 //!   still equals the admission and the unit has no reservation of any kind (RESERVE(6)
 //!   or persistent): then the locked start would have done exactly the same (no unit
 //!   attention to report, no conflict possible), and it decodes through the same code
@@ -68,7 +70,7 @@ impl Snapshot {
     }
 }
 
-/// One logical unit's state for lock-free READ and WRITE (see the module docs). Shared
+/// One logical unit's state for lock-free data-path commands (see the module docs). Shared
 /// (`Arc`) between the unit, which publishes, and the callers that start commands.
 #[derive(Debug)]
 pub struct FastPath {
@@ -141,7 +143,8 @@ impl FastPath {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Starts `cmd` from the published state if it is a READ or WRITE and `admission`
+    /// Starts `cmd` from the published state if it is a READ, WRITE, WRITE AND VERIFY or
+    /// SYNCHRONIZE CACHE and `admission`
     /// is still current; `None` means: take the lock and start it there.
     pub fn try_start(&self, admission: &Admission, cmd: &Command) -> Option<Task> {
         if cmd.attr == TaskAttr::Aca {
@@ -151,7 +154,10 @@ impl FastPath {
         let Lookup::Found(d) = lookup(&self.table, cmd.cdb) else {
             return None;
         };
-        if !matches!(d.cmd, Cmd::Read(_) | Cmd::Write(_)) {
+        if !matches!(
+            d.cmd,
+            Cmd::Read(_) | Cmd::Write(_) | Cmd::WriteVerify(_) | Cmd::SyncCache(_)
+        ) {
             return None;
         }
         let cdb = cmd.cdb.get(..d.cdb_len())?;
@@ -162,6 +168,8 @@ impl FastPath {
         let result = match d.cmd {
             Cmd::Read(size) => medium.read(size, Fields(cdb)),
             Cmd::Write(size) => medium.write(size, Fields(cdb), cmd, false),
+            Cmd::WriteVerify(size) => medium.write(size, Fields(cdb), cmd, true),
+            Cmd::SyncCache(size) => medium.sync_cache(size, Fields(cdb)),
             _ => return None,
         };
         let mut task = match result {

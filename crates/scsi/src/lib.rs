@@ -7,7 +7,8 @@
 //! [`BlockRequest`] it yields and feeding back an [`IoCompletion`], until it yields
 //! [`Step::Done`] with the [`Response`].
 //!
-//! The units are mutable state behind their owner's lock. READ and WRITE may instead be
+//! The units are mutable state behind their owner's lock. READ, WRITE, WRITE AND VERIFY
+//! and SYNCHRONIZE CACHE may instead be
 //! started from a unit's [`FastPath`] without that lock, while the nexus's [`Admission`]
 //! (granted by [`ScsiTarget::admit`] after a locked start) is current (`fast.rs`).
 

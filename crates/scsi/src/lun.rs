@@ -45,7 +45,7 @@ pub struct LogicalUnit {
     pub(crate) reserve6: Option<u64>,
     pub(crate) pr: PrState,
     pub(crate) mode: ModeState,
-    /// READ and WRITE without the owner's lock (`fast.rs`), and what it was last told.
+    /// The data-path commands without the owner's lock (`fast.rs`), and what it was last told.
     fast: Arc<FastPath>,
     published: Option<Snapshot>,
 }
@@ -81,7 +81,7 @@ impl LogicalUnit {
         unit
     }
 
-    /// The unit's lock-free start of READ and WRITE, for callers to keep beside the lock.
+    /// The unit's lock-free start of the data-path commands, for callers to keep beside the lock.
     pub fn fast_path(&self) -> Arc<FastPath> {
         self.fast.clone()
     }
@@ -97,7 +97,7 @@ impl LogicalUnit {
         }
     }
 
-    /// Tells the fast path about the state READ and WRITE depend on, if it changed. Every
+    /// Tells the fast path about the state its commands depend on, if it changed. Every
     /// public `&mut self` method ends with this.
     pub(crate) fn publish(&mut self) {
         let now = Snapshot {

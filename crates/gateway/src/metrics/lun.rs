@@ -187,7 +187,7 @@ impl LunMetrics {
     }
 
     /// Counts a command started under the target's lock rather than on the lock-free
-    /// READ/WRITE path (`scsi::FastPath`).
+    /// data path (`scsi::FastPath`).
     #[inline]
     pub fn locked_start(&self) {
         self.shards.local().counters[Counter::LockedStarts as usize]

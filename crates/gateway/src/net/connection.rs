@@ -151,7 +151,7 @@ struct Session {
     registration: Registration,
     nexus: Arc<Nexus>,
     target: Arc<TargetRuntime>,
-    /// This nexus's admissions to the LUNs' lock-free READ/WRITE start.
+    /// This nexus's admissions to the LUNs' lock-free start of data-path commands.
     admissions: Arc<Admissions>,
 }
 

@@ -67,8 +67,9 @@ pub struct TargetRuntime {
     pub name: String,
     pub scsi: Mutex<ScsiTarget>,
     pub backends: HashMap<u64, Arc<LunBackend>>,
-    /// Each LUN's lock-free start of READ and WRITE (`scsi::FastPath`), so the commands
-    /// that carry the data do not take `scsi`, a lock every connection of the target shares.
+    /// Each LUN's lock-free start of READ, WRITE, WRITE AND VERIFY and SYNCHRONIZE CACHE
+    /// (`scsi::FastPath`), so the data path does not take `scsi`, a lock every connection of
+    /// the target shares.
     fast_paths: Vec<(u64, Arc<FastPath>)>,
 }
 

@@ -56,9 +56,10 @@ fn short_data_out() -> Sense {
     Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU)
 }
 
-/// What READ and WRITE are checked against: geometry, transfer limit, write protection and
-/// the write cache. Taken from a logical unit under its owner's lock ([`LogicalUnit::medium`])
-/// or from the lock-free snapshot in `fast.rs`; both decode through it, so they answer alike.
+/// What READ, WRITE and SYNCHRONIZE CACHE are checked against: geometry, transfer limit,
+/// write protection and the write cache. Taken from a logical unit under its owner's lock
+/// ([`LogicalUnit::medium`]) or from the lock-free snapshot in `fast.rs`; both decode through
+/// it, so they answer alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Medium {
     pub block_size: u32,
@@ -137,10 +138,17 @@ impl Medium {
         let fua = self.fua(verify || (size != RwSize::B6 && cdb.u8(1) & 0x08 != 0));
         Ok(Task::write(lba * self.bs(), data, fua))
     }
+
+    /// SYNCHRONIZE CACHE (10/16).
+    pub(crate) fn sync_cache(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+        let (lba, blocks, _) = decode_rw(size, cdb, false);
+        self.check_range(lba, blocks)?;
+        Ok(Task::flush())
+    }
 }
 
 impl LogicalUnit {
-    /// What READ and WRITE are checked against, now.
+    /// What READ, WRITE and SYNCHRONIZE CACHE are checked against, now.
     pub(crate) fn medium(&self) -> Medium {
         Medium {
             block_size: self.cfg.block_size,
@@ -227,9 +235,7 @@ impl LogicalUnit {
     }
 
     pub(crate) fn sync_cache(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
-        let (lba, blocks, _) = decode_rw(size, cdb, false);
-        self.check_range(lba, blocks)?;
-        Ok(Task::flush())
+        self.medium().sync_cache(size, cdb)
     }
 
     pub(crate) fn write_same(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {
