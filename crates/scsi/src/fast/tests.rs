@@ -42,7 +42,7 @@ fn a_nexus_is_admitted_once_a_locked_start_left_it_nothing_to_report() {
     assert_good(&fast_run(&mut rig, &adm, &read10(0, 1), &[]).expect("fast start"));
     assert!(
         fast.try_start(&adm, &cmd(&[0; 6])).is_none(),
-        "only READ and WRITE go the fast way"
+        "TEST UNIT READY does not go the fast way"
     );
 }
 
