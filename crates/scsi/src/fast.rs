@@ -137,6 +137,11 @@ impl FastPath {
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
+    /// The unit's command table (fixed for its life; the locked start uses it too).
+    pub(crate) fn table(&self) -> &[CmdDesc] {
+        &self.table
+    }
+
     /// The sequence number now (even: only the publishing writer sees it odd, and it
     /// holds the lock the caller of this holds too).
     pub(crate) fn seq(&self) -> u64 {

@@ -40,7 +40,6 @@ pub struct LogicalUnit {
     pub(crate) cfg: LunConfig,
     pub(crate) port: TargetPort,
     pub(crate) num_blocks: u64,
-    pub(crate) table: Vec<CmdDesc>,
     pub(crate) nexuses: Nexuses,
     pub(crate) reserve6: Option<u64>,
     pub(crate) pr: PrState,
@@ -58,16 +57,14 @@ impl LogicalUnit {
         if cfg.block_size == 0 {
             cfg.block_size = 512;
         }
-        let table = build_table(&cfg);
         let fast = Arc::new(FastPath::new(
-            table.clone(),
+            build_table(&cfg),
             cfg.block_size,
             crate::vpd::max_transfer_blocks(&cfg),
             cfg.read_only,
         ));
         let mut unit = LogicalUnit {
             num_blocks: cfg.num_blocks,
-            table,
             mode: ModeState::defaults(&cfg),
             cfg,
             port,
@@ -79,6 +76,11 @@ impl LogicalUnit {
         };
         unit.publish();
         unit
+    }
+
+    /// The command table, kept once, in the fast path.
+    pub(crate) fn fast_table(&self) -> &[CmdDesc] {
+        self.fast.table()
     }
 
     /// The unit's lock-free start of the data-path commands, for callers to keep beside the lock.
@@ -156,7 +158,7 @@ impl LogicalUnit {
                 return check(Sense::unit_attention(asc));
             }
         }
-        let (which, class, reserve6_allowed, cdb) = match lookup(&self.table, cmd.cdb) {
+        let (which, class, reserve6_allowed, cdb) = match lookup(self.fast_table(), cmd.cdb) {
             Lookup::Found(d) => {
                 let Some(cdb) = cmd.cdb.get(..d.cdb_len()) else {
                     return check(Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU));

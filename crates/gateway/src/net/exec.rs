@@ -75,7 +75,6 @@ pub struct TargetRuntime {
 
 /// One session's way to its target's fast paths: per LUN, the path and this nexus's
 /// admission to it (`scsi::Admission`). A short list: one lookup per command finds both.
-#[derive(Default)]
 pub struct Admissions(Vec<(u64, Arc<FastPath>, Admission)>);
 
 impl Admissions {

@@ -122,13 +122,17 @@ impl LogicalUnit {
         let opcode = cdb.u8(3);
         let sa = cdb.be16(4);
         let alloc = cdb.be32(6) as usize;
-        let known: Vec<&CmdDesc> = self.table.iter().filter(|d| d.opcode == opcode).collect();
+        let known: Vec<&CmdDesc> = self
+            .fast_table()
+            .iter()
+            .filter(|d| d.opcode == opcode)
+            .collect();
         let with_sa = has_service_action(opcode);
         let bad_options = || Fail::Check(Sense::invalid_cdb(2, Some(2)));
         let data = match options {
             0 => {
                 let mut v = vec![0u8; 4];
-                for d in &self.table {
+                for d in self.fast_table() {
                     v.push(d.opcode);
                     v.push(0);
                     v.extend_from_slice(&u16::from(d.sa.unwrap_or(0)).to_be_bytes());
