@@ -177,7 +177,7 @@ fn run_shared(
                     let mut task = task.unwrap_or_else(|| {
                         let mut t = target.lock().unwrap();
                         let task = t.start(&n, 0, &cmd);
-                        t.admit(n.id, 0, &adm);
+                        t.admit(&n, 0, &adm);
                         task
                     });
                     black_box(task.poll(None));
@@ -205,7 +205,7 @@ fn shared(c: &mut Criterion) {
         clear_power_on(&mut t, &nexus_n(i as u64 + 1));
     }
     for (i, adm) in admissions.iter().enumerate() {
-        t.admit(i as u64 + 1, 0, adm);
+        t.admit(&nexus_n(i as u64 + 1), 0, adm);
     }
     drop(t);
     let mut g = c.benchmark_group("scsi-start-shared");

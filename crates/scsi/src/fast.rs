@@ -6,19 +6,22 @@
 //! For the commands that carry the data (and the flushes that make it durable) this would be
 //! a lock shared by every connection of the target, taken per command. Their outcome depends
 //! only on the capacity, block size and transfer limit, write protection, the write cache
-//! setting, descriptor sense, reservations, and whether the nexus has a unit attention
-//! pending. So:
+//! setting, descriptor sense, whether a reservation lets the nexus read or write, and
+//! whether the nexus has a unit attention pending. So:
 //!
-//! * The unit publishes that state in a [`FastPath`] after every change, under its lock: a
-//!   sequence lock (one writer, the lock holder; readers never wait). Any unit attention
-//!   queued for any nexus moves the sequence on as well.
+//! * The unit publishes the state common to all nexuses in a [`FastPath`] after every
+//!   change, under its lock: a sequence lock (one writer, the lock holder; readers never
+//!   wait). Any unit attention queued for any nexus, and any change to the reservations
+//!   (RESERVE(6), registrations, the persistent reservation), moves the sequence on as well.
 //! * A nexus holds an [`Admission`] per LUN: the sequence number at which a locked start
-//!   found it with nothing pending ([`ScsiTarget::admit`](crate::ScsiTarget::admit)).
+//!   found it with nothing pending ([`ScsiTarget::admit`](crate::ScsiTarget::admit)), and
+//!   what the reservations at that number let it do: read, write, both or neither.
 //! * [`FastPath::try_start`] starts one of those commands from the snapshot when the sequence
-//!   still equals the admission and the unit has no reservation of any kind (RESERVE(6)
-//!   or persistent): then the locked start would have done exactly the same (no unit
-//!   attention to report, no conflict possible), and it decodes through the same code
-//!   (`Medium`). Otherwise it returns `None` and the caller takes the lock.
+//!   still equals the admission and the admission lets the nexus run the command's class
+//!   (reads, or writes and flushes): then the locked start would have done exactly the same
+//!   (no unit attention to report, no reservation conflict), and it decodes through the same
+//!   code (`Medium`). Otherwise it returns `None` and the caller takes the lock, which also
+//!   answers RESERVATION CONFLICT.
 //!
 //! A command started from a snapshot that a concurrent change then replaces is ordered
 //! before that change, as it would have been had it taken the lock first.
@@ -28,24 +31,32 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::cdb::Fields;
 use crate::commands::sbc::{data_out_len, Medium};
 use crate::lun::Fail;
-use crate::opcodes::{lookup, Cmd, CmdDesc, Lookup};
+use crate::opcodes::{lookup, Cmd, CmdDesc, Lookup, PrClass};
 use crate::response::Response;
 use crate::task::Task;
 use crate::types::{Command, TaskAttr};
 
-/// Admission value that matches no sequence number (sequence numbers are even).
+/// Admission value that matches no sequence number (sequence numbers are even, and an
+/// admission holds one shifted left by [`RIGHTS_BITS`]).
 const NOT_ADMITTED: u64 = u64::MAX;
 
-const NO_RESERVATION: u32 = 1 << 0;
-const DESCRIPTOR_SENSE: u32 = 1 << 1;
-const SOFTWARE_WRITE_PROTECT: u32 = 1 << 2;
-const CACHE_OFF: u32 = 1 << 3;
+/// Low bits of an admission: what the reservations let the nexus do.
+const RIGHTS_BITS: u32 = 2;
+const MAY_READ: u64 = 1 << 0;
+const MAY_WRITE: u64 = 1 << 1;
+
+const DESCRIPTOR_SENSE: u32 = 1 << 0;
+const SOFTWARE_WRITE_PROTECT: u32 = 1 << 1;
+const CACHE_OFF: u32 = 1 << 2;
 
 /// What the unit publishes: the parts of its state that change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub num_blocks: u64,
-    pub no_reservation: bool,
+    /// Changes to the reservations so far (RESERVE(6), registrations, the persistent
+    /// reservation). Not stored: a change only needs to move the sequence on, since each
+    /// nexus's rights are worked out under the lock when it is admitted.
+    pub reservations: u64,
     pub descriptor_sense: bool,
     pub swp: bool,
     pub cache_off: bool,
@@ -57,7 +68,6 @@ impl Snapshot {
     fn flags(&self) -> u32 {
         let mut f = 0;
         for (on, bit) in [
-            (self.no_reservation, NO_RESERVATION),
             (self.descriptor_sense, DESCRIPTOR_SENSE),
             (self.swp, SOFTWARE_WRITE_PROTECT),
             (self.cache_off, CACHE_OFF),
@@ -86,8 +96,9 @@ pub struct FastPath {
 }
 
 /// A nexus's admission to a unit's [`FastPath`]: the sequence number at which a locked
-/// start found the nexus with no unit attention pending. One per nexus and LUN, kept by
-/// the caller; starts out not admitted.
+/// start found the nexus with no unit attention pending, and whether the reservations then
+/// let it read and write. One per nexus and LUN, kept by the caller; starts out not
+/// admitted.
 #[derive(Debug)]
 pub struct Admission(AtomicU64);
 
@@ -98,8 +109,15 @@ impl Default for Admission {
 }
 
 impl Admission {
-    pub(crate) fn set(&self, seq: u64) {
-        self.0.store(seq, Ordering::Relaxed);
+    pub(crate) fn set(&self, seq: u64, may_read: bool, may_write: bool) {
+        let rights = if may_read { MAY_READ } else { 0 } | if may_write { MAY_WRITE } else { 0 };
+        self.0.store(seq << RIGHTS_BITS | rights, Ordering::Relaxed);
+    }
+
+    /// What the admission lets the nexus do at `seq`: `None` if it is not admitted there.
+    fn rights_at(&self, seq: u64) -> Option<u64> {
+        let v = self.0.load(Ordering::Relaxed);
+        (v >> RIGHTS_BITS == seq).then_some(v & (MAY_READ | MAY_WRITE))
     }
 
     pub(crate) fn revoke(&self) {
@@ -155,7 +173,7 @@ impl FastPath {
         if cmd.attr == TaskAttr::Aca {
             return None;
         }
-        let (medium, descriptor_sense) = self.read_snapshot(admission)?;
+        let (medium, descriptor_sense, rights) = self.read_snapshot(admission)?;
         let Lookup::Found(d) = lookup(&self.table, cmd.cdb) else {
             return None;
         };
@@ -170,6 +188,15 @@ impl FastPath {
         if let Err(s) = d.check_reserved(cdb) {
             return Some(Task::done(Response::check(&s, descriptor_sense)));
         }
+        // A reservation conflict is the lock's to answer (it is rare and not the data path).
+        let needs = match d.pr_class {
+            PrClass::Read => MAY_READ,
+            PrClass::Write => MAY_WRITE,
+            PrClass::Allowed | PrClass::Special => return None,
+        };
+        if rights & needs == 0 {
+            return None;
+        }
         let result = match d.cmd {
             Cmd::Read(size) => medium.read(size, Fields(cdb)),
             Cmd::Write(size) => medium.write(size, Fields(cdb), cmd, false),
@@ -180,7 +207,7 @@ impl FastPath {
         let mut task = match result {
             Ok(t) => t,
             Err(Fail::Check(s)) => Task::done(Response::check(&s, descriptor_sense)),
-            // No reservation exists, so nothing can conflict; leave it to the lock.
+            // The medium never answers a conflict; should it, the lock decides.
             Err(Fail::Conflict) => return None,
         };
         task.set_meta(
@@ -190,13 +217,11 @@ impl FastPath {
         Some(task)
     }
 
-    /// The medium and descriptor-sense setting, if the snapshot is unchanged since
-    /// `admission` and free of reservations.
-    fn read_snapshot(&self, admission: &Admission) -> Option<(Medium, bool)> {
+    /// The medium, the descriptor-sense setting and the nexus's rights, if the snapshot
+    /// is unchanged since `admission`.
+    fn read_snapshot(&self, admission: &Admission) -> Option<(Medium, bool, u64)> {
         let (seq, num_blocks, flags) = self.load()?;
-        if seq != admission.0.load(Ordering::Relaxed) || flags & NO_RESERVATION == 0 {
-            return None;
-        }
+        let rights = admission.rights_at(seq)?;
         let medium = Medium {
             block_size: self.block_size,
             num_blocks,
@@ -205,7 +230,7 @@ impl FastPath {
             swp: flags & SOFTWARE_WRITE_PROTECT != 0,
             cache_off: flags & CACHE_OFF != 0,
         };
-        Some((medium, flags & DESCRIPTOR_SENSE != 0))
+        Some((medium, flags & DESCRIPTOR_SENSE != 0, rights))
     }
 
     /// One consistent reading of (sequence, capacity, flags), or `None` while the unit

@@ -1,8 +1,8 @@
-//! Entry point for fuzzers: run one CDB with data-out against a fresh, small LUN and
-//! drive it to completion with synthetic completions (zero-filled reads, everything
-//! else succeeding). It must never panic or hang. When the lock-free fast path
-//! (`fast.rs`) takes the command too, the two must agree: same block requests, same
-//! response.
+//! Entry point for fuzzers: run one CDB with data-out against a fresh, small LUN (under
+//! one of several reservation states) and drive it to completion with synthetic
+//! completions (zero-filled reads, everything else succeeding). It must never panic or
+//! hang. When the lock-free fast path (`fast.rs`) takes the command too, the two must
+//! agree: same block requests, same response.
 
 use bytes::Bytes;
 
@@ -45,20 +45,80 @@ pub(crate) fn synthetic(req: &BlockRequest) -> IoCompletion {
     }
 }
 
-/// Run `cdb` with data-out `data` against a fresh LUN, feeding synthetic completions.
-pub fn fuzz_cdb(cdb: &[u8], data: &[u8]) {
-    let mut lun = fuzz_lun();
-    let nexus = Nexus {
-        id: 1,
-        initiator_port: "iqn.2024-01.test:init,i,0x000000000001".into(),
-        initiator_name: "iqn.2024-01.test:init".into(),
+/// How many reservation states [`fuzz_cdb`] sets up (see [`reserve`]).
+pub const RESERVATION_STATES: u8 = 8;
+
+fn fuzz_nexus(id: u64) -> Nexus {
+    Nexus {
+        id,
+        initiator_port: format!("iqn.2024-01.test:init{id},i,0x00000000000{id}"),
+        initiator_name: format!("iqn.2024-01.test:init{id}"),
         relative_port_id: 1,
+    }
+}
+
+/// Runs `cdb` with parameter data `data` for `nexus` to completion.
+fn run(lun: &mut LogicalUnit, nexus: &Nexus, cdb: &[u8], data: &[u8]) -> Option<Response> {
+    let cmd = Command::with_data(cdb, Bytes::copy_from_slice(data));
+    drive(lun.start(nexus, &cmd)).1
+}
+
+/// PERSISTENT RESERVE OUT with service action `sa`, type `ty`, reservation key `key` and
+/// service action reservation key `sa_key`.
+fn prout(lun: &mut LogicalUnit, nexus: &Nexus, sa: u8, ty: u8, key: u64, sa_key: u64) {
+    let mut p = [0u8; 24];
+    p[0..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    run(lun, nexus, &[0x5F, sa, ty, 0, 0, 0, 0, 0, 24, 0], &p);
+}
+
+/// Puts the reservation state numbered `state` (mod [`RESERVATION_STATES`]) in place, as
+/// `me` meets it: none; RESERVE(6) held by `other` or by `me`; a persistent reservation
+/// held by `other` of type Write Exclusive (`me` not registered), Exclusive Access (`me`
+/// registered), Write Exclusive - Registrants Only (`me` registered) or Exclusive Access -
+/// Registrants Only (`me` not registered); or Write Exclusive - All Registrants held by
+/// `me`.
+pub(crate) fn reserve(lun: &mut LogicalUnit, me: &Nexus, other: &Nexus, state: u8) {
+    const RESERVE6: [u8; 6] = [0x16, 0, 0, 0, 0, 0];
+    let (holder, pr_type, me_registered) = match state % RESERVATION_STATES {
+        0 => return,
+        1 => return drop(run(lun, other, &RESERVE6, &[])),
+        2 => return drop(run(lun, me, &RESERVE6, &[])),
+        3 => (other, 1, false),
+        4 => (other, 3, true),
+        5 => (other, 5, true),
+        6 => (other, 6, false),
+        _ => (me, 7, true),
     };
-    // Consume the power-on unit attention so the CDB itself is exercised.
-    let mut t = lun.start(&nexus, &Command::new(&[0u8; 6]));
-    let _ = t.poll(None);
+    prout(lun, other, 0, 0, 0, 2);
+    if me_registered {
+        prout(lun, me, 0, 0, 0, 1);
+    }
+    let key = if holder.id == me.id { 1 } else { 2 };
+    prout(lun, holder, 1, pr_type, key, 0);
+}
+
+/// Runs TEST UNIT READY for `nexus` until it reports no unit attention (at most 8 times).
+fn clear_attentions(lun: &mut LogicalUnit, nexus: &Nexus) {
+    for _ in 0..8 {
+        if run(lun, nexus, &[0u8; 6], &[]).is_some_and(|r| r.status == 0) {
+            return;
+        }
+    }
+}
+
+/// Run `cdb` with data-out `data` against a fresh LUN in reservation state
+/// `reservations` (see [`reserve`]), feeding synthetic completions.
+pub fn fuzz_cdb(reservations: u8, cdb: &[u8], data: &[u8]) {
+    let mut lun = fuzz_lun();
+    let (nexus, other) = (fuzz_nexus(1), fuzz_nexus(2));
+    // Consume the power-on unit attentions so the CDB itself is exercised.
+    clear_attentions(&mut lun, &other);
+    clear_attentions(&mut lun, &nexus);
+    reserve(&mut lun, &nexus, &other, reservations);
+    clear_attentions(&mut lun, &nexus);
     let admission = Admission::default();
-    lun.admit(nexus.id, &admission);
+    lun.admit(&nexus, &admission);
     let cmd = Command::with_data(cdb, Bytes::copy_from_slice(data));
     let fast = lun.fast_path().try_start(&admission, &cmd).map(drive);
     let locked = drive(lun.start(&nexus, &cmd));
@@ -82,4 +142,36 @@ fn drive(mut task: Task) -> (Vec<BlockRequest>, Option<Response>) {
         }
     }
     (requests, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each reservation state the fuzzer picks is the one it names.
+    #[test]
+    fn every_reservation_state_is_set_up() {
+        let (me, other) = (fuzz_nexus(1), fuzz_nexus(2));
+        for state in 0..RESERVATION_STATES {
+            let mut lun = fuzz_lun();
+            clear_attentions(&mut lun, &other);
+            clear_attentions(&mut lun, &me);
+            reserve(&mut lun, &me, &other, state);
+            let pr = lun.pr_state();
+            let pr_type = pr.reservation.as_ref().map(|r| r.pr_type as u8);
+            let registered = |n: &Nexus| pr.registration(&n.initiator_port, 1).is_some();
+            let seen = (lun.reserve6, pr_type, registered(&me), registered(&other));
+            let expected = match state {
+                0 => (None, None, false, false),
+                1 => (Some(2), None, false, false),
+                2 => (Some(1), None, false, false),
+                3 => (None, Some(1), false, true),
+                4 => (None, Some(3), true, true),
+                5 => (None, Some(5), true, true),
+                6 => (None, Some(6), false, true),
+                _ => (None, Some(7), true, true),
+            };
+            assert_eq!(seen, expected, "reservation state {state}");
+        }
+    }
 }

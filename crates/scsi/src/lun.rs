@@ -47,6 +47,9 @@ pub struct LogicalUnit {
     /// The data-path commands without the owner's lock (`fast.rs`), and what it was last told.
     fast: Arc<FastPath>,
     published: Option<Snapshot>,
+    /// The reservations as last published, and how often they have changed.
+    reservations_seen: (Option<u64>, PrState),
+    reservation_changes: u64,
 }
 
 impl LogicalUnit {
@@ -73,6 +76,8 @@ impl LogicalUnit {
             pr: PrState::default(),
             fast,
             published: None,
+            reservations_seen: (None, PrState::default()),
+            reservation_changes: 0,
         };
         unit.publish();
         unit
@@ -89,11 +94,12 @@ impl LogicalUnit {
     }
 
     /// Admits `nexus` to the fast path at the current state if it has no unit attention
-    /// pending here, else revokes its admission. Call under the same lock as the
-    /// [`start`](Self::start) before it.
-    pub fn admit(&self, nexus_id: u64, admission: &Admission) {
-        if self.nexuses.is_clear(nexus_id) {
-            admission.set(self.fast.seq());
+    /// pending here, with what the reservations let it do; else revokes its admission.
+    /// Call under the same lock as the [`start`](Self::start) before it.
+    pub fn admit(&self, nexus: &Nexus, admission: &Admission) {
+        if self.nexuses.is_clear(nexus.id) {
+            let may = |class| !self.data_conflicts(nexus, class);
+            admission.set(self.fast.seq(), may(PrClass::Read), may(PrClass::Write));
         } else {
             admission.revoke();
         }
@@ -102,9 +108,13 @@ impl LogicalUnit {
     /// Tells the fast path about the state its commands depend on, if it changed. Every
     /// public `&mut self` method ends with this.
     pub(crate) fn publish(&mut self) {
+        if self.reservations_seen.0 != self.reserve6 || self.reservations_seen.1 != self.pr {
+            self.reservations_seen = (self.reserve6, self.pr.clone());
+            self.reservation_changes += 1;
+        }
         let now = Snapshot {
             num_blocks: self.num_blocks,
-            no_reservation: self.reserve6.is_none() && self.pr.reservation.is_none(),
+            reservations: self.reservation_changes,
             descriptor_sense: self.mode.d_sense,
             swp: self.mode.swp,
             cache_off: self.cfg.write_cache && !self.mode.wce,
@@ -184,6 +194,14 @@ impl LogicalUnit {
         };
         task.set_meta(self.mode.d_sense, data_out_len);
         task
+    }
+
+    /// Whether a command of `class` that RESERVE(6) does not exempt conflicts with the
+    /// reservations for `nexus`: what [`conflicts`](Self::conflicts) answers for the
+    /// fast path's commands.
+    fn data_conflicts(&self, nexus: &Nexus, class: PrClass) -> bool {
+        self.reserve6.is_some_and(|holder| holder != nexus.id)
+            || pr_conflicts(&self.pr, nexus, class)
     }
 
     fn conflicts(

@@ -96,9 +96,9 @@ impl ScsiTarget {
 
     /// Admits `nexus` to `lun`'s fast path (`LogicalUnit::admit`); call under the same
     /// lock as the `start` before it.
-    pub fn admit(&self, nexus_id: u64, lun: u64, admission: &Admission) {
+    pub fn admit(&self, nexus: &Nexus, lun: u64, admission: &Admission) {
         if let Some(lu) = self.luns.get(&lun) {
-            lu.admit(nexus_id, admission);
+            lu.admit(nexus, admission);
         }
     }
 

@@ -194,7 +194,7 @@ impl TargetRuntime {
                     let mut t = self.scsi.lock().unwrap_or_else(|p| p.into_inner());
                     let task = t.start(nexus, cmd.lun, &scsi_cmd);
                     if let Some((_, admission)) = fast {
-                        t.admit(nexus.id, cmd.lun, admission);
+                        t.admit(nexus, cmd.lun, admission);
                     }
                     task
                 }

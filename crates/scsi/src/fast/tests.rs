@@ -1,5 +1,5 @@
 //! The fast path answers exactly as the locked start, and only while nothing it cannot
-//! see (a unit attention, a reservation) is in play.
+//! see (a unit attention, a reservation conflict) is in play.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ fn cmd(cdb: &[u8]) -> Command<'_> {
 /// Runs TEST UNIT READY until the nexus has no attention left, then admits it.
 fn admit(rig: &mut Rig, n: &Nexus, adm: &Admission) {
     rig.clear_ua(n);
-    rig.lun.admit(n.id, adm);
+    rig.lun.admit(n, adm);
 }
 
 fn fast_run(rig: &mut Rig, adm: &Admission, cdb: &[u8], data: &[u8]) -> Option<Response> {
@@ -38,7 +38,7 @@ fn a_nexus_is_admitted_once_a_locked_start_left_it_nothing_to_report() {
     // The first command reports POWER ON; afterwards nothing is pending.
     let r = rig.run(&n, &[0; 6], &[]);
     assert_eq!(sense(&r), (6, 0x29, 0));
-    rig.lun.admit(n.id, &adm);
+    rig.lun.admit(&n, &adm);
     assert_good(&fast_run(&mut rig, &adm, &read10(0, 1), &[]).expect("fast start"));
     assert!(
         fast.try_start(&adm, &cmd(&[0; 6])).is_none(),
@@ -56,7 +56,7 @@ fn a_capacity_change_is_reported_through_the_lock_then_applies_to_fast_starts() 
     assert!(fast_run(&mut rig, &adm, &read10(0, 1), &[]).is_none());
     let r = rig.run(&n, &read10(0, 1), &[]);
     assert_eq!(sense(&r), (6, 0x2A, 0x09), "CAPACITY DATA HAS CHANGED");
-    rig.lun.admit(n.id, &adm);
+    rig.lun.admit(&n, &adm);
     let past = read10((BLOCKS / 2) as u32, 1);
     let r = fast_run(&mut rig, &adm, &past, &[]).expect("fast start");
     assert_eq!(
@@ -74,35 +74,100 @@ fn an_attention_for_anyone_sends_every_nexus_through_the_lock_once() {
     // B's first command queues its POWER ON, which moves the sequence on: admit after.
     rig.clear_ua(&a);
     rig.clear_ua(&b);
-    rig.lun.admit(a.id, &adm_a);
-    rig.lun.admit(b.id, &adm_b);
+    rig.lun.admit(&a, &adm_a);
+    rig.lun.admit(&b, &adm_b);
     assert!(fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).is_some());
     // A third nexus logs in: POWER ON is queued for it alone, but A and B cannot tell.
     rig.run(&nexus(3), &read10(0, 1), &[]);
     assert!(fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).is_none());
     assert!(fast_run(&mut rig, &adm_b, &read10(0, 1), &[]).is_none());
     assert_good(&rig.run(&a, &read10(0, 1), &[]));
-    rig.lun.admit(a.id, &adm_a);
+    rig.lun.admit(&a, &adm_a);
     assert!(fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).is_some());
     assert!(fast_run(&mut rig, &adm_b, &read10(0, 1), &[]).is_none());
 }
 
+/// PERSISTENT RESERVE OUT: REGISTER `key` (service action 0) or RESERVE with `pr_type`
+/// (service action 1) holding `key`.
+fn prout(rig: &mut Rig, n: &Nexus, sa: u8, pr_type: u8, key: u64) {
+    let mut p = [0u8; 24];
+    let (rk, sark) = if sa == 0 { (0, key) } else { (key, 0) };
+    p[0..8].copy_from_slice(&rk.to_be_bytes());
+    p[8..16].copy_from_slice(&sark.to_be_bytes());
+    assert_good(&rig.run(n, &[0x5F, sa, pr_type, 0, 0, 0, 0, 0, 24, 0], &p));
+}
+
 #[test]
-fn a_reservation_keeps_reads_and_writes_on_the_locked_path() {
+fn reserve6_lets_only_its_holder_go_fast() {
+    let mut rig = Rig::new();
+    let (a, b) = (nexus(1), nexus(2));
+    let (adm_a, adm_b) = (Admission::default(), Admission::default());
+    rig.clear_ua(&a);
+    rig.clear_ua(&b);
+    assert_good(&rig.run(&b, &[0x16, 0, 0, 0, 0, 0], &[])); // RESERVE(6)
+    rig.lun.admit(&a, &adm_a);
+    rig.lun.admit(&b, &adm_b);
+    for cdb in [read10(0, 1), write10(0, 1)] {
+        let data = if cdb[0] == 0x2A {
+            &[0u8; 512][..]
+        } else {
+            &[][..]
+        };
+        assert!(fast_run(&mut rig, &adm_a, &cdb, data).is_none());
+        assert_eq!(rig.run(&a, &cdb, data).status, 0x18, "RESERVATION CONFLICT");
+        assert_good(&fast_run(&mut rig, &adm_b, &cdb, data).expect("the holder goes fast"));
+    }
+    assert_good(&rig.run(&b, &[0x17, 0, 0, 0, 0, 0], &[])); // RELEASE(6)
+    rig.lun.admit(&a, &adm_a);
+    assert_good(&fast_run(&mut rig, &adm_a, &write10(0, 1), &[0; 512]).expect("fast start"));
+}
+
+#[test]
+fn a_persistent_reservation_lets_each_nexus_go_fast_as_far_as_it_may() {
+    let mut rig = Rig::new();
+    let (a, b) = (nexus(1), nexus(2));
+    let (adm_a, adm_b) = (Admission::default(), Admission::default());
+    rig.clear_ua(&a);
+    rig.clear_ua(&b);
+    // B holds Write Exclusive; A is not registered: A may read but not write.
+    prout(&mut rig, &b, 0, 0, 0xB);
+    prout(&mut rig, &b, 1, 1, 0xB);
+    rig.lun.admit(&a, &adm_a);
+    rig.lun.admit(&b, &adm_b);
+    assert_good(&fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).expect("A reads fast"));
+    assert!(fast_run(&mut rig, &adm_a, &write10(0, 1), &[0; 512]).is_none());
+    assert_eq!(rig.run(&a, &write10(0, 1), &[0; 512]).status, 0x18);
+    rig.lun.admit(&a, &adm_a);
+    assert_good(&fast_run(&mut rig, &adm_b, &write10(0, 1), &[0; 512]).expect("B writes fast"));
+    // Exclusive Access - Registrants Only, with A registered: both go fast.
+    prout(&mut rig, &a, 0, 0, 0xA);
+    prout(&mut rig, &b, 1, 1, 0xB); // held already: no change
+    let mut release = [0u8; 24];
+    release[0..8].copy_from_slice(&0xBu64.to_be_bytes());
+    assert_good(&rig.run(&b, &[0x5F, 2, 1, 0, 0, 0, 0, 0, 24, 0], &release));
+    prout(&mut rig, &b, 1, 6, 0xB);
+    rig.clear_ua(&a);
+    rig.lun.admit(&a, &adm_a);
+    assert_good(&fast_run(&mut rig, &adm_a, &write10(0, 1), &[0; 512]).expect("A writes fast"));
+    assert_good(&fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).expect("A reads fast"));
+}
+
+#[test]
+fn a_reservation_taken_after_admission_stops_fast_starts() {
     let mut rig = Rig::new();
     let (a, b) = (nexus(1), nexus(2));
     let adm = Admission::default();
-    admit(&mut rig, &a, &adm);
     rig.clear_ua(&b);
-    assert_good(&rig.run(&b, &[0x16, 0, 0, 0, 0, 0], &[])); // RESERVE(6)
+    admit(&mut rig, &a, &adm);
+    assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_some());
+    // Registering queues no attention for A, yet it changes what A may do once B
+    // reserves; each step must move the sequence on.
+    prout(&mut rig, &b, 0, 0, 0xB);
     assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_none());
-    let r = rig.run(&a, &write10(0, 1), &[0; 512]);
-    assert_eq!(r.status, 0x18, "RESERVATION CONFLICT");
-    rig.lun.admit(a.id, &adm);
+    rig.lun.admit(&a, &adm);
+    prout(&mut rig, &b, 1, 1, 0xB);
     assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_none());
-    assert_good(&rig.run(&b, &[0x17, 0, 0, 0, 0, 0], &[])); // RELEASE(6)
-    rig.lun.admit(a.id, &adm);
-    assert_good(&fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).expect("fast start"));
+    assert_eq!(rig.run(&a, &write10(0, 1), &[0; 512]).status, 0x18);
 }
 
 #[test]
@@ -143,7 +208,7 @@ fn a_torn_snapshot_is_never_read() {
     let stop = Arc::new(AtomicBool::new(false));
     let small = Snapshot {
         num_blocks: 100,
-        no_reservation: true,
+        reservations: 0,
         descriptor_sense: false,
         swp: false,
         cache_off: false,
@@ -151,7 +216,7 @@ fn a_torn_snapshot_is_never_read() {
     };
     let large = Snapshot {
         num_blocks: 200,
-        no_reservation: false,
+        reservations: 1,
         descriptor_sense: true,
         swp: true,
         cache_off: true,
@@ -199,10 +264,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     /// Whatever the state a fast start can see, its response and I/O are the locked
-    /// start's; and a READ or WRITE of whole CDB length always goes fast.
+    /// start's; and a READ or WRITE of whole CDB length always goes fast unless a
+    /// reservation conflicts with it.
     #[test]
     fn fast_starts_answer_as_locked_starts(
         cdb in arb_cdb(),
+        reservations in 0..crate::fuzz::RESERVATION_STATES,
         blocks in 0usize..5,
         read_only in any::<bool>(),
         write_cache in any::<bool>(),
@@ -211,16 +278,19 @@ proptest! {
         let c = LunConfig { read_only, write_cache, ..cfg() };
         let mut fast_rig = Rig::with(c.clone());
         let mut locked_rig = Rig::with(c);
-        let n = nexus(1);
+        let (n, other) = (nexus(1), nexus(2));
         let adm = Admission::default();
         for rig in [&mut fast_rig, &mut locked_rig] {
             rig.lun.mode.d_sense = d_sense;
             rig.lun.mode.swp = swp;
             rig.lun.mode.wce = wce;
             rig.lun.publish();
+            rig.clear_ua(&other);
+            rig.clear_ua(&n);
+            crate::fuzz::reserve(&mut rig.lun, &n, &other, reservations);
             rig.clear_ua(&n);
         }
-        fast_rig.lun.admit(n.id, &adm);
+        fast_rig.lun.admit(&n, &adm);
         let data = vec![0xA5u8; blocks * 512];
         let locked = locked_rig.run(&n, &cdb, &data);
         let rw = matches!(
@@ -235,7 +305,10 @@ proptest! {
                 prop_assert_eq!(&fast_rig.disk.log, &locked_rig.disk.log);
                 prop_assert!(fast_rig.disk.data == locked_rig.disk.data);
             }
-            None => prop_assert!(!rw || cdb.len() < full_length, "{:02x?} did not go fast", cdb),
+            None => prop_assert!(
+                !rw || cdb.len() < full_length || locked.status == 0x18,
+                "{:02x?} did not go fast", cdb
+            ),
         }
     }
 }

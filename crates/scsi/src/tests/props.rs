@@ -81,8 +81,9 @@ proptest! {
     }
 
     #[test]
-    fn fuzz_entry_point_never_panics(cdb in proptest::collection::vec(any::<u8>(), 0..20),
+    fn fuzz_entry_point_never_panics(reservations in 0..crate::fuzz::RESERVATION_STATES,
+                                     cdb in proptest::collection::vec(any::<u8>(), 0..20),
                                      data in proptest::collection::vec(any::<u8>(), 0..600)) {
-        crate::fuzz_cdb(&cdb, &data);
+        crate::fuzz_cdb(reservations, &cdb, &data);
     }
 }
