@@ -1,12 +1,13 @@
-//! The data path's commands started without the owner's lock: READ, WRITE, WRITE AND
-//! VERIFY and SYNCHRONIZE CACHE.
+//! The commands that access the medium started without the owner's lock: READ, WRITE,
+//! WRITE AND VERIFY, VERIFY, PRE-FETCH, SYNCHRONIZE CACHE, WRITE SAME, UNMAP, COMPARE AND
+//! WRITE and ORWRITE ([`Cmd::accesses_medium`](crate::opcodes::Cmd::accesses_medium)).
 //!
 //! A [`LogicalUnit`](crate::LogicalUnit) is mutable state behind its owner's lock (the
 //! gateway keeps a target's units in one `Mutex`), and starting a command takes that lock.
 //! For the commands that carry the data (and the flushes that make it durable) this would be
 //! a lock shared by every connection of the target, taken per command. Their outcome depends
-//! only on the capacity, block size and transfer limit, write protection, the write cache
-//! setting, descriptor sense, whether a reservation lets the nexus read or write, and
+//! only on the capacity, block size and the configured limits, write protection, the write
+//! cache setting, descriptor sense, whether a reservation lets the nexus read or write, and
 //! whether the nexus has a unit attention pending. So:
 //!
 //! * The unit publishes the state common to all nexuses in a [`FastPath`] after every
@@ -31,7 +32,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::cdb::Fields;
 use crate::commands::sbc::{data_out_len, Medium};
 use crate::lun::Fail;
-use crate::opcodes::{lookup, Cmd, CmdDesc, Lookup, PrClass};
+use crate::opcodes::{lookup, CmdDesc, Lookup, PrClass};
 use crate::response::Response;
 use crate::task::Task;
 use crate::types::{Command, TaskAttr};
@@ -88,11 +89,10 @@ pub struct FastPath {
     seq: AtomicU64,
     num_blocks: AtomicU64,
     flags: AtomicU32,
-    /// Fixed for the unit's life: the command table and the limits from its configuration.
+    /// Fixed for the unit's life: the command table, and the medium's geometry and limits
+    /// from its configuration (the snapshot supplies the rest).
     table: Vec<CmdDesc>,
-    block_size: u32,
-    max_transfer_blocks: u32,
-    read_only: bool,
+    configured: Medium,
 }
 
 /// A nexus's admission to a unit's [`FastPath`]: the sequence number at which a locked
@@ -126,21 +126,14 @@ impl Admission {
 }
 
 impl FastPath {
-    pub(crate) fn new(
-        table: Vec<CmdDesc>,
-        block_size: u32,
-        max_transfer_blocks: u32,
-        read_only: bool,
-    ) -> Self {
+    pub(crate) fn new(table: Vec<CmdDesc>, configured: Medium) -> Self {
         FastPath {
             seq: AtomicU64::new(0),
             num_blocks: AtomicU64::new(0),
             // Nothing is admitted before the first publish anyway.
             flags: AtomicU32::new(0),
             table,
-            block_size,
-            max_transfer_blocks,
-            read_only,
+            configured,
         }
     }
 
@@ -166,9 +159,9 @@ impl FastPath {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Starts `cmd` from the published state if it is a READ, WRITE, WRITE AND VERIFY or
-    /// SYNCHRONIZE CACHE and `admission`
-    /// is still current; `None` means: take the lock and start it there.
+    /// Starts `cmd` from the published state if it accesses the medium and `admission` is
+    /// still current and lets the nexus run it; `None` means: take the lock and start it
+    /// there.
     pub fn try_start(&self, admission: &Admission, cmd: &Command) -> Option<Task> {
         if cmd.attr == TaskAttr::Aca {
             return None;
@@ -177,10 +170,7 @@ impl FastPath {
         let Lookup::Found(d) = lookup(&self.table, cmd.cdb) else {
             return None;
         };
-        if !matches!(
-            d.cmd,
-            Cmd::Read(_) | Cmd::Write(_) | Cmd::WriteVerify(_) | Cmd::SyncCache(_)
-        ) {
+        if !d.cmd.accesses_medium() {
             return None;
         }
         let cdb = cmd.cdb.get(..d.cdb_len())?;
@@ -197,14 +187,7 @@ impl FastPath {
         if rights & needs == 0 {
             return None;
         }
-        let result = match d.cmd {
-            Cmd::Read(size) => medium.read(size, Fields(cdb)),
-            Cmd::Write(size) => medium.write(size, Fields(cdb), cmd, false),
-            Cmd::WriteVerify(size) => medium.write(size, Fields(cdb), cmd, true),
-            Cmd::SyncCache(size) => medium.sync_cache(size, Fields(cdb)),
-            _ => return None,
-        };
-        let mut task = match result {
+        let mut task = match medium.start(d.cmd, Fields(cdb), cmd)? {
             Ok(t) => t,
             Err(Fail::Check(s)) => Task::done(Response::check(&s, descriptor_sense)),
             // The medium never answers a conflict; should it, the lock decides.
@@ -212,7 +195,7 @@ impl FastPath {
         };
         task.set_meta(
             descriptor_sense,
-            data_out_len(d.cmd, Fields(cdb), self.block_size),
+            data_out_len(d.cmd, Fields(cdb), self.configured.block_size),
         );
         Some(task)
     }
@@ -223,12 +206,10 @@ impl FastPath {
         let (seq, num_blocks, flags) = self.load()?;
         let rights = admission.rights_at(seq)?;
         let medium = Medium {
-            block_size: self.block_size,
             num_blocks,
-            max_transfer_blocks: self.max_transfer_blocks,
-            read_only: self.read_only,
             swp: flags & SOFTWARE_WRITE_PROTECT != 0,
             cache_off: flags & CACHE_OFF != 0,
+            ..self.configured
         };
         Some((medium, flags & DESCRIPTOR_SENSE != 0, rights))
     }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::cdb::Fields;
 use crate::commands::pr::pr_conflicts;
+use crate::commands::sbc::Medium;
 use crate::fast::{Admission, FastPath, Snapshot};
 use crate::mode::ModeState;
 use crate::opcodes::{build_table, lookup, op, Cmd, CmdDesc, Lookup, PrClass};
@@ -60,12 +61,7 @@ impl LogicalUnit {
         if cfg.block_size == 0 {
             cfg.block_size = 512;
         }
-        let fast = Arc::new(FastPath::new(
-            build_table(&cfg),
-            cfg.block_size,
-            crate::vpd::max_transfer_blocks(&cfg),
-            cfg.read_only,
-        ));
+        let fast = Arc::new(FastPath::new(build_table(&cfg), Medium::configured(&cfg)));
         let mut unit = LogicalUnit {
             num_blocks: cfg.num_blocks,
             mode: ModeState::defaults(&cfg),
@@ -242,16 +238,6 @@ impl LogicalUnit {
             Cmd::ReadCapacity10 => self.read_capacity10(cdb),
             Cmd::ReadCapacity16 => Ok(self.read_capacity16(cdb)),
             Cmd::GetLbaStatus => self.get_lba_status(cdb),
-            Cmd::Read(sz) => self.read(sz, cdb),
-            Cmd::Write(sz) => self.write(sz, cdb, cmd, false),
-            Cmd::WriteVerify(sz) => self.write(sz, cdb, cmd, true),
-            Cmd::Verify(sz) => self.verify(sz, cdb, cmd),
-            Cmd::PreFetch(sz) => self.prefetch(sz, cdb),
-            Cmd::SyncCache(sz) => self.sync_cache(sz, cdb),
-            Cmd::WriteSame(sz) => self.write_same(sz, cdb, cmd),
-            Cmd::Unmap => self.unmap(cdb, cmd),
-            Cmd::CompareAndWrite => self.compare_and_write(cdb, cmd),
-            Cmd::OrWrite => self.or_write(cdb, cmd),
             Cmd::ModeSense6 => self.mode_sense(cdb, false),
             Cmd::ModeSense10 => self.mode_sense(cdb, true),
             Cmd::ModeSelect6 => self.mode_select(nexus, cdb, cmd, false),
@@ -265,6 +251,11 @@ impl LogicalUnit {
             Cmd::PrIn(sa) => self.pr_in(sa, cdb),
             Cmd::PrOut(sa) => self.pr_out(nexus, sa, cdb, cmd),
             Cmd::ReadDefectData(twelve) => Ok(self.read_defect_data(twelve, cdb)),
+            // Every other command accesses the medium (`Cmd::accesses_medium`).
+            _ => self
+                .medium()
+                .start(which, cdb, cmd)
+                .unwrap_or_else(|| Err(Sense::invalid_opcode().into())),
         }
     }
 

@@ -117,6 +117,27 @@ pub enum Cmd {
     ReadDefectData(bool),
 }
 
+impl Cmd {
+    /// Whether the command reads or writes the medium (or flushes it), and nothing else: its
+    /// outcome depends only on the medium's geometry, limits and protection
+    /// (`commands::sbc::Medium`), so the fast path (`fast.rs`) may start it.
+    pub fn accesses_medium(self) -> bool {
+        matches!(
+            self,
+            Cmd::Read(_)
+                | Cmd::Write(_)
+                | Cmd::WriteVerify(_)
+                | Cmd::Verify(_)
+                | Cmd::PreFetch(_)
+                | Cmd::SyncCache(_)
+                | Cmd::WriteSame(_)
+                | Cmd::Unmap
+                | Cmd::CompareAndWrite
+                | Cmd::OrWrite
+        )
+    }
+}
+
 /// CDB flavour of a read/write-class command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RwSize {

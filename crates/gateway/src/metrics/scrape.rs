@@ -66,7 +66,7 @@ const LUN_COUNTERS: [(&str, Counter, &str); 11] = [
     (
         "iscsi_gateway_lun_locked_starts_total",
         Counter::LockedStarts,
-        "Commands started under the target's lock; READ, WRITE, WRITE AND VERIFY and SYNCHRONIZE CACHE skip it while no unit attention or reservation is in play.",
+        "Commands started under the target's lock; the commands that access the medium (READ, WRITE, VERIFY, SYNCHRONIZE CACHE, WRITE SAME, UNMAP, COMPARE AND WRITE and their kin) skip it while no unit attention or reservation conflict is in play.",
     ),
 ];
 

@@ -67,7 +67,7 @@ pub struct TargetRuntime {
     pub name: String,
     pub scsi: Mutex<ScsiTarget>,
     pub backends: HashMap<u64, Arc<LunBackend>>,
-    /// Each LUN's lock-free start of READ, WRITE, WRITE AND VERIFY and SYNCHRONIZE CACHE
+    /// Each LUN's lock-free start of the commands that access the medium
     /// (`scsi::FastPath`), so the data path does not take `scsi`, a lock every connection of
     /// the target shares.
     fast_paths: Vec<(u64, Arc<FastPath>)>,

@@ -10,7 +10,7 @@ use crate::lun::{Exec, Fail, LogicalUnit};
 use crate::opcodes::{Cmd, RwSize};
 use crate::sense::{Asc, Sense, SenseKey};
 use crate::task::{Task, VerifyMode};
-use crate::types::Command;
+use crate::types::{Command, LunConfig};
 use crate::vpd::{max_compare_and_write_blocks, max_transfer_blocks};
 
 /// LBA, number of blocks and the byte offset of the length field of a block CDB.
@@ -56,10 +56,28 @@ fn short_data_out() -> Sense {
     Sense::illegal(Asc::INVALID_FIELD_IN_CMD_IU)
 }
 
-/// What READ, WRITE and SYNCHRONIZE CACHE are checked against: geometry, transfer limit,
-/// write protection and the write cache. Taken from a logical unit under its owner's lock
-/// ([`LogicalUnit::medium`]) or from the lock-free snapshot in `fast.rs`; both decode through
-/// it, so they answer alike.
+/// The first `bytes` of the data-out buffer; less is an error.
+fn data_prefix(cmd: &Command, bytes: u64) -> Result<Bytes, Sense> {
+    let n = usize::try_from(bytes).map_err(|_| short_data_out())?;
+    if cmd.data_out.len() < n {
+        return Err(short_data_out());
+    }
+    Ok(cmd.data_out.slice(0..n))
+}
+
+/// The whole data-out buffer, which must be exactly `bytes` long.
+fn data_exact(cmd: &Command, bytes: u64) -> Result<Bytes, Sense> {
+    if cmd.data_out_too_large || cmd.data_out.len() as u64 != bytes {
+        return Err(short_data_out());
+    }
+    Ok(cmd.data_out.clone())
+}
+
+/// What the commands that access the medium (READ, WRITE, WRITE AND VERIFY, VERIFY,
+/// PRE-FETCH, SYNCHRONIZE CACHE, WRITE SAME, UNMAP, COMPARE AND WRITE, ORWRITE) are
+/// checked against: geometry, limits, write protection and the write cache. Taken from a
+/// logical unit under its owner's lock ([`LogicalUnit::medium`]) or from the lock-free
+/// snapshot in `fast.rs`; both decode through it, so they answer alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Medium {
     pub block_size: u32,
@@ -70,9 +88,31 @@ pub(crate) struct Medium {
     pub swp: bool,
     /// Every write carries FUA: the LUN has a write cache and the initiator turned it off.
     pub cache_off: bool,
+    /// The configured limits of WRITE SAME, UNMAP and COMPARE AND WRITE.
+    pub max_write_same_blocks: u64,
+    pub max_unmap_blocks: u32,
+    pub max_unmap_descriptors: u32,
+    pub max_compare_and_write_blocks: u8,
 }
 
 impl Medium {
+    /// The parts fixed by the configuration, with the full capacity of `cfg`, no software
+    /// write protection and the write cache as configured (what a unit starts with).
+    pub(crate) fn configured(cfg: &LunConfig) -> Medium {
+        Medium {
+            block_size: cfg.block_size,
+            num_blocks: cfg.num_blocks,
+            max_transfer_blocks: max_transfer_blocks(cfg),
+            read_only: cfg.read_only,
+            swp: false,
+            cache_off: false,
+            max_write_same_blocks: cfg.max_write_same_blocks,
+            max_unmap_blocks: cfg.max_unmap_blocks,
+            max_unmap_descriptors: cfg.max_unmap_descriptors,
+            max_compare_and_write_blocks: max_compare_and_write_blocks(cfg),
+        }
+    }
+
     fn bs(&self) -> u64 {
         u64::from(self.block_size)
     }
@@ -110,8 +150,26 @@ impl Medium {
         requested || self.cache_off
     }
 
+    /// Starts `which` if it [accesses the medium](Cmd::accesses_medium); `None` for any
+    /// other command.
+    pub(crate) fn start(&self, which: Cmd, cdb: Fields<'_>, cmd: &Command) -> Option<Exec> {
+        Some(match which {
+            Cmd::Read(size) => self.read(size, cdb),
+            Cmd::Write(size) => self.write(size, cdb, cmd, false),
+            Cmd::WriteVerify(size) => self.write(size, cdb, cmd, true),
+            Cmd::Verify(size) => self.verify(size, cdb, cmd),
+            Cmd::PreFetch(size) => self.prefetch(size, cdb),
+            Cmd::SyncCache(size) => self.sync_cache(size, cdb),
+            Cmd::WriteSame(size) => self.write_same(size, cdb, cmd),
+            Cmd::Unmap => self.unmap(cdb, cmd),
+            Cmd::CompareAndWrite => self.compare_and_write(cdb, cmd),
+            Cmd::OrWrite => self.or_write(cdb, cmd),
+            _ => return None,
+        })
+    }
+
     /// READ (6/10/12/16).
-    pub(crate) fn read(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+    fn read(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
         let (lba, blocks, len_at) = decode_rw(size, cdb, true);
         self.check_transfer(blocks, len_at)?;
         self.check_range(lba, blocks)?;
@@ -119,7 +177,7 @@ impl Medium {
     }
 
     /// WRITE (6/10/12/16), and WRITE AND VERIFY with `verify`.
-    pub(crate) fn write(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command, verify: bool) -> Exec {
+    fn write(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command, verify: bool) -> Exec {
         let (lba, blocks, len_at) = decode_rw(size, cdb, true);
         self.check_transfer(blocks, len_at)?;
         self.check_range(lba, blocks)?;
@@ -133,79 +191,21 @@ impl Medium {
         if whole == 0 {
             return Ok(Task::good(Bytes::new()));
         }
-        let data = LogicalUnit::data_prefix(cmd, whole)?;
+        let data = data_prefix(cmd, whole)?;
         // WRITE AND VERIFY: the data must be on the medium before we report success.
         let fua = self.fua(verify || (size != RwSize::B6 && cdb.u8(1) & 0x08 != 0));
         Ok(Task::write(lba * self.bs(), data, fua))
     }
 
     /// SYNCHRONIZE CACHE (10/16).
-    pub(crate) fn sync_cache(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+    fn sync_cache(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
         let (lba, blocks, _) = decode_rw(size, cdb, false);
         self.check_range(lba, blocks)?;
         Ok(Task::flush())
     }
-}
 
-impl LogicalUnit {
-    /// What READ, WRITE and SYNCHRONIZE CACHE are checked against, now.
-    pub(crate) fn medium(&self) -> Medium {
-        Medium {
-            block_size: self.cfg.block_size,
-            num_blocks: self.num_blocks,
-            max_transfer_blocks: max_transfer_blocks(&self.cfg),
-            read_only: self.cfg.read_only,
-            swp: self.mode.swp,
-            cache_off: self.cfg.write_cache && !self.mode.wce,
-        }
-    }
-
-    pub(crate) fn bs(&self) -> u64 {
-        u64::from(self.cfg.block_size)
-    }
-
-    /// LBA range check: the LBA must exist and the range must end inside the medium.
-    pub(crate) fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
-        self.medium().check_range(lba, blocks)
-    }
-
-    fn check_transfer(&self, blocks: u64, len_at: u16) -> Result<(), Sense> {
-        self.medium().check_transfer(blocks, len_at)
-    }
-
-    pub(crate) fn check_writable(&self) -> Result<(), Sense> {
-        self.medium().check_writable()
-    }
-
-    /// FUA to use for a write: forced when the initiator disabled the write cache.
-    fn fua(&self, requested: bool) -> bool {
-        self.medium().fua(requested)
-    }
-
-    fn data_prefix(cmd: &Command, bytes: u64) -> Result<Bytes, Sense> {
-        let n = usize::try_from(bytes).map_err(|_| short_data_out())?;
-        if cmd.data_out.len() < n {
-            return Err(short_data_out());
-        }
-        Ok(cmd.data_out.slice(0..n))
-    }
-
-    fn data_exact(cmd: &Command, bytes: u64) -> Result<Bytes, Sense> {
-        if cmd.data_out_too_large || cmd.data_out.len() as u64 != bytes {
-            return Err(short_data_out());
-        }
-        Ok(cmd.data_out.clone())
-    }
-
-    pub(crate) fn read(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
-        self.medium().read(size, cdb)
-    }
-
-    pub(crate) fn write(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command, verify: bool) -> Exec {
-        self.medium().write(size, cdb, cmd, verify)
-    }
-
-    pub(crate) fn verify(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {
+    /// VERIFY (10/12/16).
+    fn verify(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {
         let (lba, blocks, len_at) = decode_rw(size, cdb, false);
         let bytchk = (cdb.u8(1) >> 1) & 0x03;
         if bytchk == 2 {
@@ -216,29 +216,27 @@ impl LogicalUnit {
         }
         self.check_range(lba, blocks)?;
         let mode = match bytchk {
-            1 => VerifyMode::Compare(Self::data_prefix(cmd, blocks * self.bs())?),
-            3 => VerifyMode::CompareEach(Self::data_prefix(cmd, self.bs())?),
+            1 => VerifyMode::Compare(data_prefix(cmd, blocks * self.bs())?),
+            3 => VerifyMode::CompareEach(data_prefix(cmd, self.bs())?),
             _ => VerifyMode::Medium,
         };
         Ok(Task::verify(
             lba * self.bs(),
             blocks * self.bs(),
-            self.cfg.block_size,
+            self.block_size,
             mode,
         ))
     }
 
-    pub(crate) fn prefetch(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
+    /// PRE-FETCH (10/16).
+    fn prefetch(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
         let (lba, blocks, _) = decode_rw(size, cdb, false);
         self.check_range(lba, blocks)?;
         Ok(Task::good(Bytes::new()))
     }
 
-    pub(crate) fn sync_cache(&self, size: RwSize, cdb: Fields<'_>) -> Exec {
-        self.medium().sync_cache(size, cdb)
-    }
-
-    pub(crate) fn write_same(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {
+    /// WRITE SAME (10/16).
+    fn write_same(&self, size: RwSize, cdb: Fields<'_>, cmd: &Command) -> Exec {
         let (lba, blocks, len_at) = decode_rw(size, cdb, false);
         let unmap = cdb.u8(1) & 0x08 != 0;
         let ndob = size == RwSize::B16 && cdb.u8(1) & 0x01 != 0;
@@ -248,7 +246,7 @@ impl LogicalUnit {
         } else {
             blocks
         };
-        let max = self.cfg.max_write_same_blocks;
+        let max = self.max_write_same_blocks;
         if max > 0 && blocks > max {
             return Err(Sense::invalid_cdb(len_at, None).into());
         }
@@ -258,19 +256,20 @@ impl LogicalUnit {
         let pattern = if ndob {
             None
         } else {
-            Some(Self::data_exact(cmd, self.bs())?).filter(|_| !unmap)
+            Some(data_exact(cmd, self.bs())?).filter(|_| !unmap)
         };
         Ok(Task::fill(
             lba * self.bs(),
             blocks * self.bs(),
-            self.cfg.block_size,
+            self.block_size,
             pattern,
             unmap,
             self.fua(false),
         ))
     }
 
-    pub(crate) fn unmap(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
+    /// UNMAP.
+    fn unmap(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
         self.check_writable()?;
         let plen = usize::from(cdb.be16(7));
         if plen == 0 {
@@ -282,7 +281,7 @@ impl LogicalUnit {
         let p = Fields(cmd.data_out.get(..plen).unwrap_or(&[]));
         let bd_len = usize::from(p.be16(2)).min(plen - 8);
         let count = bd_len / 16;
-        if count > self.cfg.max_unmap_descriptors as usize {
+        if count > self.max_unmap_descriptors as usize {
             return Err(Sense::invalid_param(2, None).into());
         }
         let mut ranges = Vec::with_capacity(count);
@@ -296,18 +295,19 @@ impl LogicalUnit {
             }
             self.check_range(lba, n)?;
             total += n;
-            if total > u64::from(self.cfg.max_unmap_blocks) {
+            if total > u64::from(self.max_unmap_blocks) {
                 return Err(Sense::invalid_param((at + 8) as u16, None).into());
             }
             ranges.push((lba * self.bs(), n * self.bs()));
         }
-        Ok(Task::unmap(ranges, self.cfg.block_size))
+        Ok(Task::unmap(ranges, self.block_size))
     }
 
-    pub(crate) fn compare_and_write(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
+    /// COMPARE AND WRITE.
+    fn compare_and_write(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
         let lba = cdb.be64(2);
         let nlb = u64::from(cdb.u8(13));
-        if nlb > u64::from(max_compare_and_write_blocks(&self.cfg)) {
+        if nlb > u64::from(self.max_compare_and_write_blocks) {
             return Err(Sense::invalid_cdb(13, None).into());
         }
         self.check_range(lba, nlb)?;
@@ -321,7 +321,7 @@ impl LogicalUnit {
             return Ok(Task::good(Bytes::new()));
         }
         let half = nlb * self.bs();
-        let data = Self::data_exact(cmd, 2 * half)?;
+        let data = data_exact(cmd, 2 * half)?;
         let h = half as usize;
         Ok(Task::compare_and_write(
             lba * self.bs(),
@@ -331,17 +331,30 @@ impl LogicalUnit {
         ))
     }
 
-    pub(crate) fn or_write(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
+    /// ORWRITE (16).
+    fn or_write(&self, cdb: Fields<'_>, cmd: &Command) -> Exec {
         let (lba, blocks, len_at) = decode_rw(RwSize::B16, cdb, false);
         self.check_transfer(blocks, len_at)?;
         self.check_range(lba, blocks)?;
         self.check_writable()?;
-        let data = Self::data_prefix(cmd, blocks * self.bs())?;
+        let data = data_prefix(cmd, blocks * self.bs())?;
         Ok(Task::or_write(
             lba * self.bs(),
             data,
             self.fua(cdb.u8(1) & 0x08 != 0),
         ))
+    }
+}
+
+impl LogicalUnit {
+    /// What the medium-access commands are checked against, now.
+    pub(crate) fn medium(&self) -> Medium {
+        Medium {
+            num_blocks: self.num_blocks,
+            swp: self.mode.swp,
+            cache_off: self.cfg.write_cache && !self.mode.wce,
+            ..Medium::configured(&self.cfg)
+        }
     }
 
     pub(crate) fn read_capacity10(&self, cdb: Fields<'_>) -> Exec {

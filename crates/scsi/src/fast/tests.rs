@@ -171,26 +171,63 @@ fn a_reservation_taken_after_admission_stops_fast_starts() {
 }
 
 #[test]
-fn write_and_verify_and_synchronize_cache_go_fast_and_answer_alike() {
+fn every_medium_command_goes_fast_and_answers_alike() {
     let mut rig = Rig::new();
     let n = nexus(1);
     let adm = Admission::default();
     admit(&mut rig, &n, &adm);
+    let block = [0x5Au8; 512];
+    let two_blocks = [0x5Au8; 1024];
     let mut wv10 = write10(8, 1);
     wv10[0] = 0x2E;
-    let sc10 = [0x35, 0, 0, 0, 0, 8, 0, 0, 1, 0];
-    for cdb in [&wv10[..], &sc10[..]] {
-        let data = [0x5Au8; 512];
-        let data = if cdb[0] == 0x2E { &data[..] } else { &[][..] };
-        let fast = fast_run(&mut rig, &adm, cdb, data).expect("fast start");
+    let mut verify10 = read10(8, 1);
+    verify10[0] = 0x2F;
+    verify10[1] = 0x02; // BYTCHK 1: compare with the data sent
+    let mut write_same10 = write10(16, 4);
+    write_same10[0] = 0x41;
+    let mut caw = rw16(0x89, 8, 0);
+    caw[13] = 1; // one block: compare 0x5A, write 0x5A
+    let mut unmap_list = vec![0u8; 24];
+    unmap_list[1] = 22;
+    unmap_list[3] = 16;
+    unmap_list[8..16].copy_from_slice(&32u64.to_be_bytes());
+    unmap_list[16..20].copy_from_slice(&8u32.to_be_bytes());
+    let cases: [(&str, Vec<u8>, &[u8]); 9] = [
+        ("WRITE AND VERIFY(10)", wv10.clone(), &block),
+        (
+            "SYNCHRONIZE CACHE(10)",
+            vec![0x35, 0, 0, 0, 0, 8, 0, 0, 1, 0],
+            &[],
+        ),
+        ("VERIFY(10)", verify10, &block),
+        ("PRE-FETCH(10)", vec![0x34, 0, 0, 0, 0, 8, 0, 0, 1, 0], &[]),
+        ("WRITE SAME(10)", write_same10, &block),
+        ("UNMAP", vec![0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], &unmap_list),
+        ("COMPARE AND WRITE", caw, &two_blocks),
+        ("ORWRITE(16)", rw16(0x8B, 8, 1), &block),
+        ("READ(16)", rw16(0x88, 8, 1), &[]),
+    ];
+    for (name, cdb, data) in cases {
+        let fast =
+            fast_run(&mut rig, &adm, &cdb, data).unwrap_or_else(|| panic!("{name} went locked"));
         let log: Vec<_> = rig.disk.log.drain(..).collect();
-        let locked = rig.run(&n, cdb, data);
-        assert_eq!(fast, locked);
-        assert_eq!(log, rig.disk.log.drain(..).collect::<Vec<_>>());
+        let after_fast = rig.disk.data.clone();
+        let locked = rig.run(&n, &cdb, data);
+        assert_eq!(fast, locked, "{name}");
+        assert_eq!(log, rig.disk.log.drain(..).collect::<Vec<_>>(), "{name}");
+        assert!(
+            after_fast == rig.disk.data,
+            "{name}: the locked start changed the disk again"
+        );
         assert_good(&fast);
+        // PRE-FETCH only checks its range; everything else reaches the disk.
+        assert!(
+            !log.is_empty() || name.starts_with("PRE-FETCH"),
+            "{name} did no I/O"
+        );
     }
     // WRITE AND VERIFY reaches the medium before it is acknowledged: FUA.
-    let r = fast_run(&mut rig, &adm, &wv10, &[0; 512]).expect("fast start");
+    let r = fast_run(&mut rig, &adm, &wv10, &block).expect("fast start");
     assert_good(&r);
     assert!(
         matches!(
@@ -204,7 +241,7 @@ fn write_and_verify_and_synchronize_cache_go_fast_and_answer_alike() {
 
 #[test]
 fn a_torn_snapshot_is_never_read() {
-    let fast = Arc::new(FastPath::new(Vec::new(), 512, 1024, false));
+    let fast = Arc::new(FastPath::new(Vec::new(), Medium::configured(&cfg())));
     let stop = Arc::new(AtomicBool::new(false));
     let small = Snapshot {
         num_blocks: 100,
@@ -250,10 +287,19 @@ fn a_torn_snapshot_is_never_read() {
     }
 }
 
-/// Operation codes of READ and WRITE (6/10/12/16), WRITE AND VERIFY (10/12/16) and
-/// SYNCHRONIZE CACHE (10/16), and some that must not go fast.
+/// Operation codes of the commands that access the medium: READ and WRITE (6/10/12/16),
+/// WRITE AND VERIFY, VERIFY (10/12/16), PRE-FETCH, SYNCHRONIZE CACHE, WRITE SAME (10/16),
+/// UNMAP, COMPARE AND WRITE and ORWRITE.
+const MEDIUM_OPCODES: &[u8] = &[
+    0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0xAE, 0x8E, 0x2F, 0xAF, 0x8F, 0x34, 0x90,
+    0x35, 0x91, 0x41, 0x93, 0x42, 0x89, 0x8B,
+];
+
+/// Those and some that must not go fast: TEST UNIT READY, INQUIRY, MODE SENSE(6),
+/// READ CAPACITY(10), PERSISTENT RESERVE OUT.
 const OPCODES: &[u8] = &[
-    0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0xAE, 0x8E, 0x35, 0x91, 0x2F, 0x42, 0x00,
+    0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0xAE, 0x8E, 0x2F, 0xAF, 0x8F, 0x34, 0x90,
+    0x35, 0x91, 0x41, 0x93, 0x42, 0x89, 0x8B, 0x00, 0x12, 0x1A, 0x25, 0x5F,
 ];
 
 fn arb_cdb() -> impl Strategy<Value = Vec<u8>> {
@@ -264,8 +310,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     /// Whatever the state a fast start can see, its response and I/O are the locked
-    /// start's; and a READ or WRITE of whole CDB length always goes fast unless a
-    /// reservation conflicts with it.
+    /// start's; and a command that accesses the medium, of whole CDB length, always goes
+    /// fast unless a reservation conflicts with it.
     #[test]
     fn fast_starts_answer_as_locked_starts(
         cdb in arb_cdb(),
@@ -293,10 +339,7 @@ proptest! {
         fast_rig.lun.admit(&n, &adm);
         let data = vec![0xA5u8; blocks * 512];
         let locked = locked_rig.run(&n, &cdb, &data);
-        let rw = matches!(
-            cdb[0],
-            0x08 | 0x0A | 0x28 | 0x2A | 0xA8 | 0xAA | 0x88 | 0x8A | 0x2E | 0xAE | 0x8E | 0x35 | 0x91
-        );
+        let rw = MEDIUM_OPCODES.contains(&cdb[0]);
         let full_length = match cdb[0] >> 5 { 0 => 6, 1 | 2 => 10, 4 => 16, 5 => 12, _ => 0 };
         match fast_run(&mut fast_rig, &adm, &cdb, &data) {
             Some(fast) => {
