@@ -87,14 +87,9 @@ fn an_attention_for_anyone_sends_every_nexus_through_the_lock_once() {
     assert!(fast_run(&mut rig, &adm_b, &read10(0, 1), &[]).is_none());
 }
 
-/// PERSISTENT RESERVE OUT: REGISTER `key` (service action 0) or RESERVE with `pr_type`
-/// (service action 1) holding `key`.
-fn prout(rig: &mut Rig, n: &Nexus, sa: u8, pr_type: u8, key: u64) {
-    let mut p = [0u8; 24];
-    let (rk, sark) = if sa == 0 { (0, key) } else { (key, 0) };
-    p[0..8].copy_from_slice(&rk.to_be_bytes());
-    p[8..16].copy_from_slice(&sark.to_be_bytes());
-    assert_good(&rig.run(n, &[0x5F, sa, pr_type, 0, 0, 0, 0, 0, 24, 0], &p));
+/// PERSISTENT RESERVE OUT RESERVE of type `pr_type` by `n`, holding `key`.
+fn reserve(rig: &mut Rig, n: &Nexus, pr_type: u8, key: u64) {
+    assert_good(&prout(rig, n, 1, pr_type, key, 0, 0));
 }
 
 #[test]
@@ -130,8 +125,8 @@ fn a_persistent_reservation_lets_each_nexus_go_fast_as_far_as_it_may() {
     rig.clear_ua(&a);
     rig.clear_ua(&b);
     // B holds Write Exclusive; A is not registered: A may read but not write.
-    prout(&mut rig, &b, 0, 0, 0xB);
-    prout(&mut rig, &b, 1, 1, 0xB);
+    register(&mut rig, &b, 0xB);
+    reserve(&mut rig, &b, 1, 0xB);
     rig.lun.admit(&a, &adm_a);
     rig.lun.admit(&b, &adm_b);
     assert_good(&fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).expect("A reads fast"));
@@ -140,12 +135,9 @@ fn a_persistent_reservation_lets_each_nexus_go_fast_as_far_as_it_may() {
     rig.lun.admit(&a, &adm_a);
     assert_good(&fast_run(&mut rig, &adm_b, &write10(0, 1), &[0; 512]).expect("B writes fast"));
     // Exclusive Access - Registrants Only, with A registered: both go fast.
-    prout(&mut rig, &a, 0, 0, 0xA);
-    prout(&mut rig, &b, 1, 1, 0xB); // held already: no change
-    let mut release = [0u8; 24];
-    release[0..8].copy_from_slice(&0xBu64.to_be_bytes());
-    assert_good(&rig.run(&b, &[0x5F, 2, 1, 0, 0, 0, 0, 0, 24, 0], &release));
-    prout(&mut rig, &b, 1, 6, 0xB);
+    register(&mut rig, &a, 0xA);
+    assert_good(&prout(&mut rig, &b, 2, 1, 0xB, 0, 0)); // RELEASE
+    reserve(&mut rig, &b, 6, 0xB);
     rig.clear_ua(&a);
     rig.lun.admit(&a, &adm_a);
     assert_good(&fast_run(&mut rig, &adm_a, &write10(0, 1), &[0; 512]).expect("A writes fast"));
@@ -162,10 +154,10 @@ fn a_reservation_taken_after_admission_stops_fast_starts() {
     assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_some());
     // Registering queues no attention for A, yet it changes what A may do once B
     // reserves; each step must move the sequence on.
-    prout(&mut rig, &b, 0, 0, 0xB);
+    register(&mut rig, &b, 0xB);
     assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_none());
     rig.lun.admit(&a, &adm);
-    prout(&mut rig, &b, 1, 1, 0xB);
+    reserve(&mut rig, &b, 1, 0xB);
     assert!(fast_run(&mut rig, &adm, &write10(0, 1), &[0; 512]).is_none());
     assert_eq!(rig.run(&a, &write10(0, 1), &[0; 512]).status, 0x18);
 }

@@ -240,6 +240,23 @@ pub fn assert_good(r: &Response) {
     );
 }
 
+/// PERSISTENT RESERVE OUT with service action `sa`, type `ty`, reservation key `rk`,
+/// service action reservation key `sark` and the flags byte (SPEC_I_PT, ALL_TG_PT, APTPL).
+pub fn prout(rig: &mut Rig, n: &Nexus, sa: u8, ty: u8, rk: u64, sark: u64, flags: u8) -> Response {
+    let mut p = vec![0u8; 24];
+    p[0..8].copy_from_slice(&rk.to_be_bytes());
+    p[8..16].copy_from_slice(&sark.to_be_bytes());
+    p[20] = flags;
+    rig.run(n, &[0x5F, sa, ty, 0, 0, 0, 0, 0, 24, 0], &p)
+}
+
+/// REGISTER AND IGNORE EXISTING KEY `key` for `n`.
+pub fn register(rig: &mut Rig, n: &Nexus, key: u64) {
+    let r = prout(rig, n, 6, 0, 0, key, 0);
+    assert_good(&r);
+    assert!(r.pr_state_changed);
+}
+
 pub fn read10(lba: u32, n: u16) -> Vec<u8> {
     let mut c = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     c[2..6].copy_from_slice(&lba.to_be_bytes());

@@ -5,20 +5,6 @@
 use super::harness::*;
 use crate::{Nexus, PrState, PrType, Response};
 
-fn prout(rig: &mut Rig, n: &Nexus, sa: u8, ty: u8, rk: u64, sark: u64, flags: u8) -> Response {
-    let mut p = vec![0u8; 24];
-    p[0..8].copy_from_slice(&rk.to_be_bytes());
-    p[8..16].copy_from_slice(&sark.to_be_bytes());
-    p[20] = flags;
-    rig.run(n, &[0x5F, sa, ty, 0, 0, 0, 0, 0, 24, 0], &p)
-}
-
-fn register(rig: &mut Rig, n: &Nexus, key: u64) {
-    let r = prout(rig, n, 6, 0, 0, key, 0);
-    assert_good(&r);
-    assert!(r.pr_state_changed);
-}
-
 fn prin(rig: &mut Rig, n: &Nexus, sa: u8) -> Response {
     rig.run(n, &[0x5E, sa, 0, 0, 0, 0, 0, 0x40, 0, 0], &[])
 }
