@@ -54,10 +54,6 @@ const CACHE_OFF: u32 = 1 << 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub num_blocks: u64,
-    /// Changes to the reservations so far (RESERVE(6), registrations, the persistent
-    /// reservation). Not stored: a change only needs to move the sequence on, since each
-    /// nexus's rights are worked out under the lock when it is admitted.
-    pub reservations: u64,
     pub descriptor_sense: bool,
     pub swp: bool,
     pub cache_off: bool,

@@ -48,9 +48,8 @@ pub struct LogicalUnit {
     /// The data-path commands without the owner's lock (`fast.rs`), and what it was last told.
     fast: Arc<FastPath>,
     published: Option<Snapshot>,
-    /// The reservations as last published, and how often they have changed.
+    /// The reservations (RESERVE(6) holder, persistent state) as of the last publish.
     reservations_seen: (Option<u64>, PrState),
-    reservation_changes: u64,
 }
 
 impl LogicalUnit {
@@ -73,7 +72,6 @@ impl LogicalUnit {
             fast,
             published: None,
             reservations_seen: (None, PrState::default()),
-            reservation_changes: 0,
         };
         unit.publish();
         unit
@@ -102,21 +100,23 @@ impl LogicalUnit {
     }
 
     /// Tells the fast path about the state its commands depend on, if it changed. Every
-    /// public `&mut self` method ends with this.
+    /// public `&mut self` method ends with this. A change to the reservations publishes
+    /// too: the snapshot does not hold them, but the new sequence number sends every
+    /// nexus through the lock, where its rights are worked out again (`admit`).
     pub(crate) fn publish(&mut self) {
-        if self.reservations_seen.0 != self.reserve6 || self.reservations_seen.1 != self.pr {
+        let reservations_changed =
+            self.reservations_seen.0 != self.reserve6 || self.reservations_seen.1 != self.pr;
+        if reservations_changed {
             self.reservations_seen = (self.reserve6, self.pr.clone());
-            self.reservation_changes += 1;
         }
         let now = Snapshot {
             num_blocks: self.num_blocks,
-            reservations: self.reservation_changes,
             descriptor_sense: self.mode.d_sense,
             swp: self.mode.swp,
             cache_off: self.cfg.write_cache && !self.mode.wce,
             attentions: self.nexuses.queued(),
         };
-        if self.published != Some(now) {
+        if self.published != Some(now) || reservations_changed {
             self.fast.publish(now);
             self.published = Some(now);
         }

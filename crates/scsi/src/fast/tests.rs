@@ -237,7 +237,6 @@ fn a_torn_snapshot_is_never_read() {
     let stop = Arc::new(AtomicBool::new(false));
     let small = Snapshot {
         num_blocks: 100,
-        reservations: 0,
         descriptor_sense: false,
         swp: false,
         cache_off: false,
@@ -245,7 +244,6 @@ fn a_torn_snapshot_is_never_read() {
     };
     let large = Snapshot {
         num_blocks: 200,
-        reservations: 1,
         descriptor_sense: true,
         swp: true,
         cache_off: true,
