@@ -28,6 +28,16 @@ fn fast_run(rig: &mut Rig, adm: &Admission, cdb: &[u8], data: &[u8]) -> Option<R
     Some(drive(&mut t, &mut rig.disk))
 }
 
+/// A rig with two nexuses that have reported their power-on attentions, and an admission
+/// for each, not yet admitted.
+fn two_nexuses() -> (Rig, Nexus, Nexus, Admission, Admission) {
+    let mut rig = Rig::new();
+    let (a, b) = (nexus(1), nexus(2));
+    rig.clear_ua(&a);
+    rig.clear_ua(&b);
+    (rig, a, b, Admission::default(), Admission::default())
+}
+
 #[test]
 fn a_nexus_is_admitted_once_a_locked_start_left_it_nothing_to_report() {
     let mut rig = Rig::new();
@@ -68,12 +78,8 @@ fn a_capacity_change_is_reported_through_the_lock_then_applies_to_fast_starts() 
 
 #[test]
 fn an_attention_for_anyone_sends_every_nexus_through_the_lock_once() {
-    let mut rig = Rig::new();
-    let (a, b) = (nexus(1), nexus(2));
-    let (adm_a, adm_b) = (Admission::default(), Admission::default());
     // B's first command queues its POWER ON, which moves the sequence on: admit after.
-    rig.clear_ua(&a);
-    rig.clear_ua(&b);
+    let (mut rig, a, b, adm_a, adm_b) = two_nexuses();
     rig.lun.admit(&a, &adm_a);
     rig.lun.admit(&b, &adm_b);
     assert!(fast_run(&mut rig, &adm_a, &read10(0, 1), &[]).is_some());
@@ -94,11 +100,7 @@ fn reserve(rig: &mut Rig, n: &Nexus, pr_type: u8, key: u64) {
 
 #[test]
 fn reserve6_lets_only_its_holder_go_fast() {
-    let mut rig = Rig::new();
-    let (a, b) = (nexus(1), nexus(2));
-    let (adm_a, adm_b) = (Admission::default(), Admission::default());
-    rig.clear_ua(&a);
-    rig.clear_ua(&b);
+    let (mut rig, a, b, adm_a, adm_b) = two_nexuses();
     assert_good(&rig.run(&b, &[0x16, 0, 0, 0, 0, 0], &[])); // RESERVE(6)
     rig.lun.admit(&a, &adm_a);
     rig.lun.admit(&b, &adm_b);
@@ -119,11 +121,7 @@ fn reserve6_lets_only_its_holder_go_fast() {
 
 #[test]
 fn a_persistent_reservation_lets_each_nexus_go_fast_as_far_as_it_may() {
-    let mut rig = Rig::new();
-    let (a, b) = (nexus(1), nexus(2));
-    let (adm_a, adm_b) = (Admission::default(), Admission::default());
-    rig.clear_ua(&a);
-    rig.clear_ua(&b);
+    let (mut rig, a, b, adm_a, adm_b) = two_nexuses();
     // B holds Write Exclusive; A is not registered: A may read but not write.
     register(&mut rig, &b, 0xB);
     reserve(&mut rig, &b, 1, 0xB);
