@@ -196,8 +196,12 @@ impl LogicalUnit {
     /// reservations for `nexus`: what [`conflicts`](Self::conflicts) answers for the
     /// fast path's commands.
     fn data_conflicts(&self, nexus: &Nexus, class: PrClass) -> bool {
+        self.reserved_by_another(nexus) || pr_conflicts(&self.pr, nexus, class)
+    }
+
+    /// Whether another nexus holds a RESERVE(6)/(10) reservation.
+    fn reserved_by_another(&self, nexus: &Nexus) -> bool {
         self.reserve6.is_some_and(|holder| holder != nexus.id)
-            || pr_conflicts(&self.pr, nexus, class)
     }
 
     fn conflicts(
@@ -208,10 +212,8 @@ impl LogicalUnit {
         reserve6_allowed: bool,
         cdb: Fields<'_>,
     ) -> bool {
-        if let Some(holder) = self.reserve6 {
-            if holder != nexus.id && !reserve6_allowed {
-                return true;
-            }
+        if self.reserved_by_another(nexus) && !reserve6_allowed {
+            return true;
         }
         let class = match which {
             Cmd::StartStopUnit => {
