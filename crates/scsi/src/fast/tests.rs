@@ -21,6 +21,15 @@ fn admit(rig: &mut Rig, n: &Nexus, adm: &Admission) {
     rig.lun.admit(n, adm);
 }
 
+/// A rig with one nexus, admitted.
+fn one_admitted() -> (Rig, Nexus, Admission) {
+    let mut rig = Rig::new();
+    let n = nexus(1);
+    let adm = Admission::default();
+    admit(&mut rig, &n, &adm);
+    (rig, n, adm)
+}
+
 fn fast_run(rig: &mut Rig, adm: &Admission, cdb: &[u8], data: &[u8]) -> Option<Response> {
     let fast = rig.lun.fast_path();
     let c = Command::with_data(cdb, Bytes::copy_from_slice(data));
@@ -58,10 +67,7 @@ fn a_nexus_is_admitted_once_a_locked_start_left_it_nothing_to_report() {
 
 #[test]
 fn a_capacity_change_is_reported_through_the_lock_then_applies_to_fast_starts() {
-    let mut rig = Rig::new();
-    let n = nexus(1);
-    let adm = Admission::default();
-    admit(&mut rig, &n, &adm);
+    let (mut rig, n, adm) = one_admitted();
     rig.lun.set_capacity(BLOCKS / 2);
     assert!(fast_run(&mut rig, &adm, &read10(0, 1), &[]).is_none());
     let r = rig.run(&n, &read10(0, 1), &[]);
@@ -162,10 +168,7 @@ fn a_reservation_taken_after_admission_stops_fast_starts() {
 
 #[test]
 fn every_medium_command_goes_fast_and_answers_alike() {
-    let mut rig = Rig::new();
-    let n = nexus(1);
-    let adm = Admission::default();
-    admit(&mut rig, &n, &adm);
+    let (mut rig, n, adm) = one_admitted();
     let block = [0x5Au8; 512];
     let two_blocks = [0x5Au8; 1024];
     let mut wv10 = write10(8, 1);
@@ -182,7 +185,8 @@ fn every_medium_command_goes_fast_and_answers_alike() {
     unmap_list[3] = 16;
     unmap_list[8..16].copy_from_slice(&32u64.to_be_bytes());
     unmap_list[16..20].copy_from_slice(&8u32.to_be_bytes());
-    let cases: [(&str, Vec<u8>, &[u8]); 9] = [
+    let cases: [(&str, Vec<u8>, &[u8]); 10] = [
+        ("WRITE(10)", write10(8, 1), &block),
         ("WRITE AND VERIFY(10)", wv10.clone(), &block),
         (
             "SYNCHRONIZE CACHE(10)",
