@@ -128,20 +128,32 @@ pub fn fuzz_cdb(reservations: u8, cdb: &[u8], data: &[u8]) {
 }
 
 /// Drives `task` with synthetic completions: the requests it made and its response
-/// (`None` if it did not finish within [`MAX_STEPS`]).
+/// (`None` if it did not finish within [`MAX_STEPS`]). Every request must lie within the
+/// task's span, which the gateway relies on to keep other I/O away from a
+/// read-modify-write.
 fn drive(mut task: Task) -> (Vec<BlockRequest>, Option<Response>) {
     let mut requests = Vec::new();
+    let span = task.span();
     let mut step = task.poll(None);
     for _ in 0..MAX_STEPS {
         match step {
             Step::Done(r) => return (requests, Some(r)),
             Step::Io(req) => {
+                assert_within(&req, span.as_ref());
                 step = task.poll(Some(synthetic(&req)));
                 requests.push(req);
             }
         }
     }
     (requests, None)
+}
+
+/// Panics unless `req`'s data lies within `span`.
+pub(crate) fn assert_within(req: &BlockRequest, span: Option<&std::ops::Range<u64>>) {
+    if let Some(r) = req.data_range() {
+        let inside = span.is_some_and(|s| s.start <= r.start && r.end <= s.end);
+        assert!(inside, "{req:?} outside the task's span {span:?}");
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,22 @@ pub enum BlockRequest {
     },
 }
 
+impl BlockRequest {
+    /// The bytes of the medium this request reads or changes; `None` for a flush and for
+    /// a mapping query, which touch no data. Always within its task's
+    /// [`span`](crate::Task::span).
+    pub fn data_range(&self) -> Option<std::ops::Range<u64>> {
+        let from = |offset: u64, len: u64| Some(offset..offset.saturating_add(len));
+        match self {
+            BlockRequest::Read { offset, len } => from(*offset, u64::from(*len)),
+            BlockRequest::Write { offset, data, .. } => from(*offset, data.len() as u64),
+            BlockRequest::Discard { offset, len }
+            | BlockRequest::WriteZeroes { offset, len, .. } => from(*offset, *len),
+            BlockRequest::Flush | BlockRequest::MappingStatus { .. } => None,
+        }
+    }
+}
+
 /// A contiguous byte range and whether it is allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {

@@ -2,6 +2,8 @@
 //! time and ends in a [`Response`]. It owns everything it needs (data, offsets, flags),
 //! so it is independent of the [`crate::LogicalUnit`] once started.
 
+use std::ops::Range;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::io::{BlockRequest, Extent, IoCompletion, IoErrorKind, MediumOp, Step};
@@ -21,11 +23,29 @@ const MAX_LBA_STATUS_DESCRIPTORS: usize = 64;
 #[derive(Debug)]
 pub struct Task {
     op: Op,
-    exclusive: bool,
+    /// The bytes of the medium the task may read or write (see [`Task::span`]).
+    span: Option<Range<u64>>,
+    atomic: bool,
     descriptor_sense: bool,
     data_out_len: Option<u32>,
     pending: Option<BlockRequest>,
     finished: Option<Response>,
+}
+
+impl Op {
+    /// See [`Task::span`].
+    fn span(&self) -> Option<Range<u64>> {
+        let from = |start: u64, len: u64| Some(start..start.saturating_add(len));
+        match self {
+            Op::Immediate(_) | Op::Flush(_) | Op::LbaStatus(_) => None,
+            Op::Read(o) => from(o.offset, u64::from(o.len)),
+            Op::Write(o) => from(o.offset, o.data.len() as u64),
+            Op::Verify(o) => Some(o.base..o.end),
+            Op::ReadModifyWrite(o) => Some(o.span()),
+            Op::Fill(o) => Some(o.offset..o.end),
+            Op::Unmap(o) => o.hull(),
+        }
+    }
 }
 
 /// What an operation wants after a step.
@@ -53,8 +73,9 @@ enum Op {
 impl Task {
     fn from_op(op: Op) -> Self {
         Task {
+            span: op.span(),
             op,
-            exclusive: false,
+            atomic: false,
             descriptor_sense: false,
             data_out_len: None,
             pending: None,
@@ -110,14 +131,14 @@ impl Task {
     pub(crate) fn compare_and_write(offset: u64, compare: Bytes, write: Bytes, fua: bool) -> Self {
         let modify = Modify::CompareThenWrite { compare, write };
         let mut t = Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)));
-        t.exclusive = true;
+        t.atomic = true;
         t
     }
 
     pub(crate) fn or_write(offset: u64, data: Bytes, fua: bool) -> Self {
         let modify = Modify::Or(data);
         let mut t = Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)));
-        t.exclusive = true;
+        t.atomic = true;
         t
     }
 
@@ -168,10 +189,19 @@ impl Task {
         }
     }
 
-    /// True for commands that must run atomically against every other command on the
-    /// LUN (COMPARE AND WRITE, ORWRITE): the gateway serialises them.
-    pub fn needs_exclusive(&self) -> bool {
-        self.exclusive
+    /// True for commands whose read and write must see no other I/O on their
+    /// [`span`](Task::span) in between (COMPARE AND WRITE, ORWRITE): the gateway keeps
+    /// overlapping I/O out while they run.
+    pub fn needs_atomicity(&self) -> bool {
+        self.atomic
+    }
+
+    /// The bytes of the medium this task may read or write, from its first I/O to its
+    /// last, as it was started; `None` for a task that touches no logical block (an
+    /// answer without I/O, SYNCHRONIZE CACHE, GET LBA STATUS). UNMAP's span is the hull
+    /// of its ranges.
+    pub fn span(&self) -> Option<Range<u64>> {
+        self.span.clone()
     }
 
     /// True once the task has produced its response (and would produce it again).
@@ -536,6 +566,13 @@ struct UnmapOp {
 }
 
 impl UnmapOp {
+    /// From the lowest start to the highest end of the ranges still to do.
+    fn hull(&self) -> Option<Range<u64>> {
+        let start = self.ranges.iter().map(|r| r.0).min()?;
+        let end = self.ranges.iter().map(|r| r.0.saturating_add(r.1)).max()?;
+        Some(start..end)
+    }
+
     fn step(&mut self, mut c: Option<IoCompletion>) -> StepResult {
         loop {
             if let Some(cur) = &mut self.current {

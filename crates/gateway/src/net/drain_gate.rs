@@ -1,6 +1,6 @@
 //! A LUN's I/O gate: every command doing I/O holds it shared; a DRBD stop takes it
-//! exclusively to wait until the I/O in flight has finished (and so do the few commands
-//! that must run alone on the LUN).
+//! exclusively to wait until the I/O in flight has finished. (COMPARE AND WRITE took it
+//! exclusively too; it now keeps only overlapping I/O away, `rmw_gate.rs`.)
 //!
 //! Shared holders are one atomic counter, so taking and leaving the gate costs one atomic
 //! add each and no lock: a `tokio::sync::RwLock` here took its semaphore's waiter mutex on

@@ -1,9 +1,10 @@
 //! Runs one SCSI command: starts a `scsi::Task` under the target's lock, performs the block
 //! I/O it asks for on the LUN's `BlockDevice`, and returns the final `scsi::Response`.
 //!
-//! COMPARE AND WRITE and ORWRITE need atomicity against every other command on the LUN, so
-//! each LUN carries a reader/writer gate: ordinary commands hold it shared for their I/O,
-//! exclusive tasks hold it alone.
+//! Every command doing I/O holds its LUN's `DrainGate` shared (a DRBD stop drains it) and
+//! enters its `RmwGate` with the span it touches: COMPARE AND WRITE and ORWRITE need no
+//! other I/O on their blocks between their read and their write, and the `RmwGate` keeps
+//! out only what overlaps them (`rmw_gate.rs`).
 //!
 //! Every command on a LUN with a backend is counted in the LUN's metrics (`crate::metrics`,
 //! per-thread shards): its kind, status, bytes, latency, and the device errors it met.
@@ -22,9 +23,10 @@ use crate::block::{BlockDevice, IoFailure};
 use crate::metrics::{CommandClass, LunMetrics, Outcome};
 use crate::net::drain_gate::DrainGate;
 use crate::net::lun_gate::{self, LunSlot, OpenDevice};
+use crate::net::rmw_gate::RmwGate;
 use crate::state::PrStore;
 
-/// One LUN's backing store and its atomicity gate.
+/// One LUN's backing store and its gates.
 pub struct LunBackend {
     /// The open device, or none while the LUN is not served (DRBD: `net::lun_gate`).
     pub slot: LunSlot,
@@ -35,6 +37,8 @@ pub struct LunBackend {
     /// Held shared by every command doing I/O; `lun_gate` takes it exclusively to drain
     /// in-flight I/O before closing the device (`drain_gate.rs`: no lock for shared use).
     pub(crate) gate: DrainGate,
+    /// Keeps I/O off the blocks of a COMPARE AND WRITE or ORWRITE while it runs.
+    pub(crate) rmw: RmwGate,
     /// Command counters and latencies (summed over threads at scrape time).
     pub metrics: LunMetrics,
 }
@@ -57,6 +61,7 @@ impl LunBackend {
             pr_store,
             pr_save: tokio::sync::Mutex::new(()),
             gate: DrainGate::default(),
+            rmw: RmwGate::default(),
             metrics: LunMetrics::default(),
         }
     }
@@ -210,13 +215,8 @@ impl TargetRuntime {
             warn!(lun = cmd.lun, "I/O requested for a LUN without a backend");
             return internal_target_failure();
         };
-        let _shared;
-        let _exclusive;
-        if task.needs_exclusive() {
-            _exclusive = backend.gate.exclusive().await;
-        } else {
-            _shared = backend.gate.shared().await;
-        }
+        let _shared = backend.gate.shared().await;
+        let _span = backend.rmw.enter(task.span(), task.needs_atomicity()).await;
         // Closed while this command waited for the gate (DRBD demotion).
         let Some(open) = backend.slot.current() else {
             return lun_gate::not_ready();

@@ -14,6 +14,7 @@ pub mod lun_gate;
 mod read;
 pub mod registered_size;
 pub mod registry;
+pub mod rmw_gate;
 pub mod targets;
 mod wake_threshold;
 pub mod workers;

@@ -1,6 +1,6 @@
 //! Read-modify-write commands: COMPARE AND WRITE and ORWRITE read the blocks, derive from
-//! them what to write, and write it. The task holds the LUN exclusively meanwhile
-//! (`Task::exclusive`), so no other write lands between the read and the write.
+//! them what to write, and write it. The gateway keeps other I/O on the same blocks out
+//! meanwhile (`Task::needs_atomicity`), so no write lands between the read and the write.
 
 use bytes::Bytes;
 
@@ -64,6 +64,11 @@ impl RmwOp {
             fua,
             phase: Phase::Start,
         }
+    }
+
+    /// The bytes read and then written.
+    pub(super) fn span(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset.saturating_add(self.modify.len() as u64)
     }
 
     pub(super) fn step(&mut self, c: Option<IoCompletion>) -> StepResult {

@@ -187,11 +187,13 @@ impl Rig {
 }
 
 pub fn drive(t: &mut crate::Task, disk: &mut MemDisk) -> Response {
+    let span = t.span();
     let mut step = t.poll(None);
     for _ in 0..100_000 {
         match step {
             Step::Done(r) => return r,
             Step::Io(req) => {
+                crate::fuzz::assert_within(&req, span.as_ref());
                 let c = disk.complete(&req);
                 step = t.poll(Some(c));
             }

@@ -173,7 +173,7 @@ fn compare_and_write() {
     let mut t = rig
         .lun
         .start(&n, &crate::Command::with_data(&c, data.clone().into()));
-    assert!(t.needs_exclusive());
+    assert!(t.needs_atomicity());
     assert_good(&drive(&mut t, &mut rig.disk));
     assert!(rig.disk.data[3 * 512..5 * 512].iter().all(|&x| x == b'B'));
     // Miscompare: INFORMATION = offset of the first differing byte; nothing written.
@@ -217,7 +217,7 @@ fn orwrite() {
         &n,
         &crate::Command::with_data(&rw16(0x8B, 0, 2), vec![0xA0u8; 1024].into()),
     );
-    assert!(t.needs_exclusive());
+    assert!(t.needs_atomicity());
     assert_good(&drive(&mut t, &mut rig.disk));
     assert!(rig.disk.data[..1024].iter().all(|&x| x == 0xAF));
     assert_good(&rig.run(&n, &rw16(0x8B, 0, 0), &[]));
