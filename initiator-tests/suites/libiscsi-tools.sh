@@ -8,7 +8,9 @@
 #    association); serial and NAA differ between the LUNs, are equal across two runs and survive a
 #    target restart on the same config (identity from config only); for the gateway they must
 #    match `iscsi-gateway check-config` output when that prints them;
-#  - iscsi-readcapacity16: 512-byte blocks, 1 GiB.
+#  - iscsi-readcapacity16: 512-byte blocks, 1 GiB;
+#  - gateway: three sessions incrementing one counter block with COMPARE AND WRITE
+#    (tools/caw.py) race, and no increment is lost or doubled.
 set -uo pipefail
 source "$(dirname "$0")/../lib/suite.sh"
 need iscsi-ls iscsi-inq iscsi-readcapacity16 python3
@@ -110,5 +112,43 @@ echo "$rc16" | sed 's/^/        | /'
 grep -q 'LOGICAL BLOCK LENGTH IN BYTES:512' <<<"$rc16" && ok "512-byte logical blocks" || fail "block length not 512"
 grep -q 'RETURNED LOGICAL BLOCK ADDRESS:2097151' <<<"$rc16" && ok "last LBA 2097151 (1 GiB)" || fail "last LBA not 2097151"
 check "iscsi-readcapacity16 -s prints 1073741824" bash -c "timeout $T iscsi-readcapacity16 -s '$(target_url 1)' | grep -qx 1073741824"
+if [ "$TARGET_KIND" = gateway ]; then
+  # Three sessions increment one counter block with COMPARE AND WRITE, re-reading it after each
+  # MISCOMPARE: the final value must be the sum of their successes (two interleaved
+  # read-modify-writes would lose an increment), and they must have raced (MISCOMPAREs seen).
+  echo "-- COMPARE AND WRITE from three sessions on one block"
+  CAW=(timeout 30 python3 "$IT_DIR/tools/caw.py" --port "$TARGET_PORT" --iqn "$TARGET_IQN" --lun "$(target_lun 0)" --lba 4096)
+  caw_dir=$(mktemp -d)
+  if "${CAW[@]}" init >/dev/null; then
+    caw_pids=()
+    for s in 1 2 3; do
+      "${CAW[@]}" counter --session "$s" --seconds 4 >"$caw_dir/$s" 2>&1 &
+      caw_pids+=($!)
+    done
+    wait "${caw_pids[@]}"
+    caw_sum=$(python3 - "$caw_dir" <<'PY'
+import json, os, sys
+won = miscompares = errors = 0
+for f in sorted(os.listdir(sys.argv[1])):
+    try:
+        r = json.loads(open(os.path.join(sys.argv[1], f)).read().strip().splitlines()[-1])
+    except Exception:
+        print("bad output from counter", f)
+        sys.exit()
+    won += r["won"]; miscompares += r["miscompares"]; errors += r["errors"]
+print(won, miscompares, errors)
+PY
+)
+    read -r caw_won caw_mis caw_err _ <<<"$caw_sum"
+    caw_now=$("${CAW[@]}" read --session 4)
+    echo "        | won=$caw_won miscompares=$caw_mis errors=$caw_err read=$caw_now"
+    [ "$caw_err" = 0 ] && ok "COMPARE AND WRITE counters: no errors" || fail "COMPARE AND WRITE counters: $caw_sum"
+    [[ $caw_mis =~ ^[0-9]+$ ]] && [ "$caw_mis" -gt 0 ] && ok "the three sessions raced ($caw_mis MISCOMPAREs)" || fail "no MISCOMPARE: the sessions did not race ($caw_sum)"
+    [ "$caw_now" = "{\"value\": $caw_won, \"torn\": false}" ] && ok "counter = $caw_won, the sum of the successful COMPARE AND WRITEs" || fail "counter $caw_now after $caw_won successful COMPARE AND WRITEs"
+  else
+    fail "COMPARE AND WRITE counter: the initial WRITE failed"
+  fi
+  rm -rf "$caw_dir"
+fi
 check "target still running" target_alive
 checks_summary "libiscsi-tools ($(suite_elapsed)s)"

@@ -50,15 +50,15 @@ def sense_of(data):
     return None
 
 
-def scsi_write(conn, lun, lba, data, bs):
-    """WRITE(16) with R2T-solicited Data-Out (the login negotiates InitialR2T=Yes,
-    ImmediateData=No). Returns (status, sense)."""
+def scsi_write(conn, lun, lba, data, bs, cdb=None):
+    """WRITE(16), or the data-out command `cdb` (16 bytes), with R2T-solicited Data-Out
+    (the login negotiates InitialR2T=Yes, ImmediateData=No). Returns (status, sense)."""
     itt = conn.next_itt()
     b = bytearray(bc.bhs(bc.OP_SCSI_CMD, 0x80 | 0x20 | 0x01, 0, lun=bc.lun_field(lun), itt=itt))
     b[20:24] = struct.pack(">I", len(data))
     b[24:28] = struct.pack(">I", conn.cmdsn)
     b[28:32] = struct.pack(">I", conn.statsn)
-    b[32:48] = struct.pack(">BBQIBB", 0x8A, 0, lba, len(data) // bs, 0, 0)
+    b[32:48] = cdb or struct.pack(">BBQIBB", 0x8A, 0, lba, len(data) // bs, 0, 0)
     conn.cmdsn += 1
     conn.send(bytes(b))
     while True:
