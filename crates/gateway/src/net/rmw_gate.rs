@@ -48,7 +48,8 @@ pub struct RmwGate {
     cohorts: [AtomicU64; 2],
     /// How many spans are registered: lets commands skip the registry while it is empty.
     registered: AtomicUsize,
-    registry: Mutex<Registry>,
+    /// The spans of the read-modify-writes registered now; they never overlap.
+    registry: Mutex<Vec<Range<u64>>>,
     /// A registration ended.
     released: Notify,
     /// A cohort other than the current one became empty.
@@ -57,19 +58,10 @@ pub struct RmwGate {
     grace: tokio::sync::Mutex<()>,
 }
 
-/// The spans of the read-modify-writes registered now.
-#[derive(Debug, Default)]
-struct Registry {
-    next_id: u64,
-    spans: Vec<(u64, Range<u64>)>,
-}
-
-impl Registry {
-    fn overlaps(&self, span: &Range<u64>) -> bool {
-        self.spans
-            .iter()
-            .any(|(_, s)| s.start < span.end && span.start < s.end)
-    }
+fn overlaps(registered: &[Range<u64>], span: &Range<u64>) -> bool {
+    registered
+        .iter()
+        .any(|s| s.start < span.end && span.start < s.end)
 }
 
 /// What a command holds while it does its I/O; dropping it lets waiters on.
@@ -83,8 +75,8 @@ enum Held<'a> {
     Nothing,
     /// An ordinary command counted in this cohort.
     Cohort(&'a RmwGate, usize),
-    /// A read-modify-write registered under this id.
-    Span(&'a RmwGate, u64),
+    /// A read-modify-write that registered this span.
+    Span(&'a RmwGate, Range<u64>),
 }
 
 impl RmwGate {
@@ -107,7 +99,7 @@ impl RmwGate {
             }
             let mut released = pin!(self.released.notified());
             released.as_mut().enable();
-            if !self.lock_registry().overlaps(span) {
+            if !overlaps(&self.lock_registry(), span) {
                 return RmwGuard(Held::Cohort(self, cohort));
             }
             // Not counted while waiting: the read-modify-write it waits for may be waiting
@@ -121,8 +113,8 @@ impl RmwGate {
         let registered = loop {
             let mut released = pin!(self.released.notified());
             released.as_mut().enable();
-            if let Some(id) = self.try_register(&span) {
-                break RmwGuard(Held::Span(self, id));
+            if self.try_register(&span) {
+                break RmwGuard(Held::Span(self, span));
             }
             released.await;
         };
@@ -138,24 +130,25 @@ impl RmwGate {
         }
     }
 
-    /// Registers `span` unless a registered one overlaps it.
-    fn try_register(&self, span: &Range<u64>) -> Option<u64> {
+    /// Registers `span` unless a registered one overlaps it; returns whether it did.
+    fn try_register(&self, span: &Range<u64>) -> bool {
         let mut registry = self.lock_registry();
-        if registry.overlaps(span) {
-            return None;
+        if overlaps(&registry, span) {
+            return false;
         }
-        let id = registry.next_id;
-        registry.next_id += 1;
-        registry.spans.push((id, span.clone()));
+        registry.push(span.clone());
         self.registered.fetch_add(1, SeqCst);
-        Some(id)
+        true
     }
 
-    fn unregister(&self, id: u64) {
+    fn unregister(&self, span: &Range<u64>) {
         {
             let mut registry = self.lock_registry();
-            registry.spans.retain(|(i, _)| *i != id);
-            self.registered.fetch_sub(1, SeqCst);
+            // Registered spans never overlap, so equal ones are empty and interchangeable.
+            if let Some(at) = registry.iter().position(|s| s == span) {
+                registry.swap_remove(at);
+                self.registered.fetch_sub(1, SeqCst);
+            }
         }
         self.released.notify_waiters();
     }
@@ -181,7 +174,7 @@ impl RmwGate {
         }
     }
 
-    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Vec<Range<u64>>> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -197,10 +190,10 @@ fn cohort_of(epoch: u64) -> usize {
 
 impl Drop for RmwGuard<'_> {
     fn drop(&mut self) {
-        match self.0 {
+        match &self.0 {
             Held::Nothing => {}
-            Held::Cohort(gate, cohort) => gate.leave(cohort),
-            Held::Span(gate, id) => gate.unregister(id),
+            Held::Cohort(gate, cohort) => gate.leave(*cohort),
+            Held::Span(gate, span) => gate.unregister(span),
         }
     }
 }

@@ -26,6 +26,14 @@ fn spawn_enter(
     (task, entered_rx, leave_tx)
 }
 
+/// Waits (bounded) until the spawned taker is inside.
+async fn enters(rx: &mut tokio::sync::oneshot::Receiver<()>) {
+    tokio::time::timeout(LONG, rx)
+        .await
+        .expect("never got in")
+        .expect("sent");
+}
+
 async fn entered_soon(rx: &mut tokio::sync::oneshot::Receiver<()>) -> bool {
     tokio::time::timeout(WAIT, rx).await.is_ok()
 }
@@ -52,10 +60,7 @@ async fn a_read_modify_write_waits_for_io_that_entered_before_it() {
     drop(overlapping);
     assert!(!entered_soon(&mut rmw_in).await, "ran beside earlier I/O");
     drop(elsewhere);
-    tokio::time::timeout(LONG, &mut rmw_in)
-        .await
-        .expect("never ran")
-        .expect("sent");
+    enters(&mut rmw_in).await;
     drop(rmw_leave);
     rmw.await.expect("task");
 }
@@ -64,10 +69,7 @@ async fn a_read_modify_write_waits_for_io_that_entered_before_it() {
 async fn later_io_waits_only_where_it_overlaps() {
     let g = Arc::new(RmwGate::default());
     let (rmw, mut rmw_in, rmw_leave) = spawn_enter(&g, 512..1024, true);
-    tokio::time::timeout(LONG, &mut rmw_in)
-        .await
-        .expect("never ran")
-        .expect("sent");
+    enters(&mut rmw_in).await;
     // Disjoint I/O goes on at once, reads or writes alike.
     let beside = tokio::time::timeout(WAIT, g.enter(Some(1024..4096), false))
         .await
@@ -77,10 +79,7 @@ async fn later_io_waits_only_where_it_overlaps() {
     assert_eq!(g.counted(), 1, "a waiting command is not counted");
     drop(rmw_leave);
     rmw.await.expect("task");
-    tokio::time::timeout(LONG, &mut over_in)
-        .await
-        .expect("never got in")
-        .expect("sent");
+    enters(&mut over_in).await;
     drop((beside, over_leave));
     over.await.expect("task");
     assert_eq!(g.counted(), 0);
@@ -104,10 +103,7 @@ async fn overlapping_read_modify_writes_take_turns_and_disjoint_ones_do_not() {
         "overlaps the other one still"
     );
     drop(disjoint);
-    tokio::time::timeout(LONG, &mut second_in)
-        .await
-        .expect("never ran")
-        .expect("sent");
+    enters(&mut second_in).await;
     drop(second_leave);
     second.await.expect("task");
 }
