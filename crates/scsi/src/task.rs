@@ -32,22 +32,6 @@ pub struct Task {
     finished: Option<Response>,
 }
 
-impl Op {
-    /// See [`Task::span`].
-    fn span(&self) -> Option<Range<u64>> {
-        let from = |start: u64, len: u64| Some(start..start.saturating_add(len));
-        match self {
-            Op::Immediate(_) | Op::Flush(_) | Op::LbaStatus(_) => None,
-            Op::Read(o) => from(o.offset, u64::from(o.len)),
-            Op::Write(o) => from(o.offset, o.data.len() as u64),
-            Op::Verify(o) => Some(o.base..o.end),
-            Op::ReadModifyWrite(o) => Some(o.span()),
-            Op::Fill(o) => Some(o.offset..o.end),
-            Op::Unmap(o) => o.hull(),
-        }
-    }
-}
-
 /// What an operation wants after a step.
 #[derive(Debug)]
 enum Next {
@@ -68,6 +52,22 @@ enum Op {
     Fill(FillOp),
     Unmap(UnmapOp),
     LbaStatus(LbaStatusOp),
+}
+
+impl Op {
+    /// See [`Task::span`].
+    fn span(&self) -> Option<Range<u64>> {
+        let from = |start: u64, len: u64| Some(start..start.saturating_add(len));
+        match self {
+            Op::Immediate(_) | Op::Flush(_) | Op::LbaStatus(_) => None,
+            Op::Read(o) => from(o.offset, u64::from(o.len)),
+            Op::Write(o) => from(o.offset, o.data.len() as u64),
+            Op::Verify(o) => Some(o.base..o.end),
+            Op::ReadModifyWrite(o) => Some(o.span()),
+            Op::Fill(o) => Some(o.offset..o.end),
+            Op::Unmap(o) => o.hull(),
+        }
+    }
 }
 
 impl Task {
