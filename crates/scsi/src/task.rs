@@ -25,7 +25,6 @@ pub struct Task {
     op: Op,
     /// The bytes of the medium the task may read or write (see [`Task::span`]).
     span: Option<Range<u64>>,
-    atomic: bool,
     descriptor_sense: bool,
     data_out_len: Option<u32>,
     pending: Option<BlockRequest>,
@@ -75,7 +74,6 @@ impl Task {
         Task {
             span: op.span(),
             op,
-            atomic: false,
             descriptor_sense: false,
             data_out_len: None,
             pending: None,
@@ -130,16 +128,12 @@ impl Task {
 
     pub(crate) fn compare_and_write(offset: u64, compare: Bytes, write: Bytes, fua: bool) -> Self {
         let modify = Modify::CompareThenWrite { compare, write };
-        let mut t = Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)));
-        t.atomic = true;
-        t
+        Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)))
     }
 
     pub(crate) fn or_write(offset: u64, data: Bytes, fua: bool) -> Self {
         let modify = Modify::Or(data);
-        let mut t = Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)));
-        t.atomic = true;
-        t
+        Task::from_op(Op::ReadModifyWrite(RmwOp::new(offset, modify, fua)))
     }
 
     /// WRITE SAME: `pattern` is one logical block (None = zeros).
@@ -193,7 +187,7 @@ impl Task {
     /// [`span`](Task::span) in between (COMPARE AND WRITE, ORWRITE): the gateway keeps
     /// overlapping I/O out while they run.
     pub fn needs_atomicity(&self) -> bool {
-        self.atomic
+        matches!(self.op, Op::ReadModifyWrite(_))
     }
 
     /// The bytes of the medium this task may read or write, from its first I/O to its
