@@ -245,6 +245,14 @@ impl BlockDevice {
         } else {
             file_props(&meta, direct)
         };
+        if sys::accepts_nowait(fd, (props.lbs as usize).max(4096)) == Some(false) {
+            // Each I/O then costs a thread wake-up: worth knowing when reading latencies.
+            tracing::info!(
+                path = %path.display(),
+                "the device takes no non-blocking submissions (DRBD and zram do not): \
+                 io_uring hands each of its I/Os to a kernel worker thread"
+            );
+        }
         Ok(BlockDevice {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),

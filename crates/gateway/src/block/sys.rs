@@ -122,3 +122,77 @@ pub fn queue_attr(dev: u64, attr: &str) -> Option<String> {
 pub fn queue_attr_u64(dev: u64, attr: &str) -> Option<u64> {
     queue_attr(dev, attr).and_then(|s| s.parse().ok())
 }
+
+/// Whether reads of `fd` can be issued without blocking (`preadv2` with `RWF_NOWAIT`),
+/// which is what io_uring needs to submit an operation from the calling thread. Where the
+/// kernel says no (EOPNOTSUPP: block devices whose driver does not declare it, such as
+/// DRBD and zram), io_uring hands every operation on the fd to one of its worker threads,
+/// a thread wake-up per I/O. Probes with one read of `len` bytes at offset 0 into a
+/// buffer aligned for O_DIRECT; `None` when the probe failed for another reason.
+pub fn accepts_nowait(fd: RawFd, len: usize) -> Option<bool> {
+    const ALIGN: usize = 4096;
+    let layout = std::alloc::Layout::from_size_align(len.max(1), ALIGN).ok()?;
+    // SAFETY: the layout has a non-zero size; the buffer is freed below.
+    let buf = unsafe { std::alloc::alloc(layout) };
+    if buf.is_null() {
+        return None;
+    }
+    let iov = libc::iovec {
+        iov_base: buf.cast(),
+        iov_len: layout.size(),
+    };
+    // SAFETY: one read into the buffer we own, described by `iov`.
+    let r = unsafe { libc::preadv2(fd, &iov, 1, 0, libc::RWF_NOWAIT) };
+    let err = (r < 0).then(io::Error::last_os_error);
+    // SAFETY: allocated above with this layout; the kernel is done with it.
+    unsafe { std::alloc::dealloc(buf, layout) };
+    match err.and_then(|e| e.raw_os_error()) {
+        None => Some(true),
+        Some(libc::EOPNOTSUPP) => Some(false),
+        // It would have blocked this time: it can be tried without blocking.
+        Some(libc::EAGAIN) => Some(true),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_regular_file_is_probed_with_a_valid_direct_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 8192]).expect("write");
+        // Written back first: with dirty pages in the range a NOWAIT direct read stops
+        // at EAGAIN, before the checks this test is about.
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .expect("sync");
+        let buffered = std::fs::File::open(&path).expect("open");
+        assert!(accepts_nowait(buffered.as_raw_fd(), 4096).is_some());
+        use std::os::unix::fs::OpenOptionsExt;
+        // Where the filesystem takes O_DIRECT, the probe's read must be one it accepts
+        // (aligned buffer, whole blocks): a malformed one would fail with EINVAL (None).
+        if let Ok(direct) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+        {
+            assert!(accepts_nowait(direct.as_raw_fd(), 4096).is_some());
+        }
+    }
+
+    #[test]
+    fn a_file_without_nowait_reads_is_told_apart() {
+        // procfs files do not take RWF_NOWAIT: the kernel answers EOPNOTSUPP.
+        let f = std::fs::File::open("/proc/self/stat").expect("open");
+        assert_eq!(accepts_nowait(f.as_raw_fd(), 512), Some(false));
+    }
+
+    #[test]
+    fn a_closed_descriptor_is_not_a_verdict() {
+        assert_eq!(accepts_nowait(-1, 512), None);
+    }
+}
