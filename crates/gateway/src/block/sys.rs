@@ -1,7 +1,7 @@
 //! Thin wrappers over the Linux calls the block layer makes outside io_uring: block
 //! device ioctls (size, block sizes, discard, zero-out), `flock`, `lseek(SEEK_DATA/HOLE)`,
-//! and reading queue attributes from sysfs. Every `unsafe` here is one syscall on an fd
-//! we own with pointers to local variables.
+//! the `RWF_NOWAIT` read probe, and reading queue attributes from sysfs. Every `unsafe`
+//! here is one syscall on an fd we own with pointers to local variables or buffers.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -130,28 +130,21 @@ pub fn queue_attr_u64(dev: u64, attr: &str) -> Option<u64> {
 /// a thread wake-up per I/O. Probes with one read of `len` bytes at offset 0 into a
 /// buffer aligned for O_DIRECT; `None` when the probe failed for another reason.
 pub fn accepts_nowait(fd: RawFd, len: usize) -> Option<bool> {
-    const ALIGN: usize = 4096;
-    let layout = std::alloc::Layout::from_size_align(len.max(1), ALIGN).ok()?;
-    // SAFETY: the layout has a non-zero size; the buffer is freed below.
-    let buf = unsafe { std::alloc::alloc(layout) };
-    if buf.is_null() {
-        return None;
-    }
+    let mut buf = bufpool::AlignedBuf::for_overwrite(len.max(1));
     let iov = libc::iovec {
-        iov_base: buf.cast(),
-        iov_len: layout.size(),
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
-    // SAFETY: one read into the buffer we own, described by `iov`.
+    // SAFETY: one read into a buffer we own for the whole call, described by `iov`.
     let r = unsafe { libc::preadv2(fd, &iov, 1, 0, libc::RWF_NOWAIT) };
-    let err = (r < 0).then(io::Error::last_os_error);
-    // SAFETY: allocated above with this layout; the kernel is done with it.
-    unsafe { std::alloc::dealloc(buf, layout) };
-    match err.and_then(|e| e.raw_os_error()) {
-        None => Some(true),
+    if r >= 0 {
+        return Some(true);
+    }
+    match io::Error::last_os_error().raw_os_error() {
         Some(libc::EOPNOTSUPP) => Some(false),
         // It would have blocked this time: it can be tried without blocking.
         Some(libc::EAGAIN) => Some(true),
-        Some(_) => None,
+        _ => None,
     }
 }
 
