@@ -178,8 +178,9 @@ impl RmwGate {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Commands counted now, in both cohorts (for tests and diagnostics).
-    pub fn counted(&self) -> u64 {
+    /// Commands counted now, in both cohorts.
+    #[cfg(test)]
+    pub(crate) fn counted(&self) -> u64 {
         self.cohorts.iter().map(|c| c.load(SeqCst)).sum()
     }
 }
